@@ -1,0 +1,3 @@
+from stream_spk.cli.main import main
+
+raise SystemExit(main())

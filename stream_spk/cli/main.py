@@ -1,0 +1,44 @@
+"""``stream-spk`` entry point: one sub-command per job; user errors print one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from stream_spk import __version__
+from stream_spk.errors import StreamSpkError
+
+from . import embed_cmd, models_cmd
+
+COMMANDS = (models_cmd, embed_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-spk",
+        description="Real-time speaker diarization and recognition: who is speaking, right now.",
+    )
+    parser.add_argument("--version", action="version", version=f"stream-spk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StreamSpkError as exc:
+        print(f"stream-spk: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stream-spk: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
