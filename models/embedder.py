@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class Embedder:
         *,
         quiet: bool = False,
         **kwargs,
-    ) -> "Embedder":
+    ) -> Embedder:
         """Load the real ``spkrec-ecapa-voxceleb`` weights (fetched once, verified, cached)."""
         from .registry import resolve_checkpoint
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import cosine
 from stream_spk.audio import read_audio
 from stream_spk.cli.main import main
+
+from conftest import cosine
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cosine
 from stream_spk.models.ecapa import EcapaConfig, EcapaTdnn
 from stream_spk.models.embedder import Embedder
+
+from conftest import cosine
 
 TINY = EcapaConfig(channels=(32, 32, 32, 32, 96), attention_channels=8, se_channels=8, lin_neurons=16)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from stream_spk import __version__
 from stream_spk.errors import StreamSpkError
 
-from . import embed_cmd, models_cmd
+from . import devices_cmd, embed_cmd, eval_cmd, models_cmd
 
-COMMANDS = (models_cmd, embed_cmd)
+COMMANDS = (models_cmd, embed_cmd, eval_cmd, devices_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,249 @@
+"""Online speaker clustering (numpy only): enrolled profiles first, then anonymous clusters.
+
+Scores are cosine similarities between L2-normalised window embeddings and cluster centroids
+(the normalised running mean of normalised member embeddings). A window that resembles no one
+starts a *candidate*; a candidate becomes a speaker only after enough consistent speech, and
+candidates or speakers that turn out to be the same voice are merged (reported as Relabel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_spk.types import Relabel
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Clustering thresholds (cosine) and evidence rules; defaults tuned on the dev set."""
+
+    assign_threshold: float = 0.35  # >= this: the window is this speaker's and updates its centroid
+    new_threshold: float = 0.25  # < this to everyone: evidence for a new speaker
+    merge_threshold: float = 0.55  # two centroids this close are one speaker
+    min_new_speech: float = 2.0  # seconds of speech a candidate needs to become a speaker
+    candidate_consistency: float = 0.45  # mean cosine of a candidate's windows to its centroid
+    candidate_timeout: float = 8.0  # stream seconds without new evidence before a candidate is dropped
+    profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
+    adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
+    adapt_threshold: float = 0.6  # ... only windows at least this similar
+    max_speakers: int | None = None
+    max_members: int = 256  # embeddings kept per cluster (for saving it as a profile)
+
+
+@dataclass(eq=False)
+class Cluster:
+    """One speaker hypothesis: an anonymous cluster, a candidate, or an enrolled profile."""
+
+    label: str
+    sum: np.ndarray
+    count: int = 0
+    speech: float = 0.0
+    confirmed: bool = False
+    name: str | None = None  # enrolled name (profile)
+    fixed: bool = False  # profile centroids do not drift unless adaptation is on
+    created: float = 0.0
+    last_seen: float = 0.0
+    members: list[np.ndarray] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+
+    @property
+    def centroid(self) -> np.ndarray:
+        norm = float(np.linalg.norm(self.sum))
+        return self.sum / norm if norm > 0 else self.sum
+
+    def add(self, emb: np.ndarray, duration: float, time: float, max_members: int) -> None:
+        self.sum = self.sum + emb
+        self.count += 1
+        self.speech += duration
+        self.last_seen = time
+        if len(self.members) < max_members:
+            self.members.append(emb)
+            self.durations.append(duration)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What the clusterer decided for one window."""
+
+    label: str
+    score: float
+    updated: bool
+    events: tuple[Relabel, ...] = ()
+
+
+class OnlineClusterer:
+    """Incremental clustering of window embeddings.
+
+    Example:
+        >>> c = OnlineClusterer()
+        >>> e = np.eye(192, dtype=np.float32)[0]
+        >>> c.observe(e, 1.5, 1.5).label
+        'speaker 1'
+    """
+
+    def __init__(self, config: ClusterConfig | None = None, profiles: list | tuple = ()) -> None:
+        self.config = config or ClusterConfig()
+        self._profiles = list(profiles)
+        self.reset()
+
+    def reset(self) -> None:
+        self.clusters: list[Cluster] = []
+        self._next_number = 1
+        for p in self._profiles:
+            centroid = np.asarray(p.centroid, np.float32)
+            self.clusters.append(Cluster(label=p.name, sum=centroid / np.linalg.norm(centroid), count=1,
+                                         confirmed=True, name=p.name, fixed=True))
+        self._aliases: dict[str, str] = {}
+
+    # --- queries -------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.clusters]
+
+    def get(self, label: str) -> Cluster | None:
+        label = self.resolve(label)
+        return next((c for c in self.clusters if c.label == label), None)
+
+    def resolve(self, label: str) -> str:
+        """The current label of a speaker that may since have been merged or renamed."""
+        seen = set()
+        while label in self._aliases and label not in seen:
+            seen.add(label)
+            label = self._aliases[label]
+        return label
+
+    def similarities(self, embs: np.ndarray) -> np.ndarray:
+        """Cosine of each embedding [N, D] to each cluster centroid -> [N, K]."""
+        if not self.clusters:
+            return np.zeros((len(embs), 0), np.float32)
+        cents = np.stack([c.centroid for c in self.clusters])
+        return np.asarray(embs, np.float32) @ cents.T
+
+    def pick(self, sims: np.ndarray) -> tuple[int, float]:
+        """Best cluster index for one row of similarities, enrolled profiles first."""
+        prof = [i for i, c in enumerate(self.clusters) if c.name is not None]
+        if prof:
+            best = max(prof, key=lambda i: sims[i])
+            if sims[best] >= self.config.profile_threshold:
+                return best, float(sims[best])
+        anon = [i for i, c in enumerate(self.clusters) if c.name is None]
+        if not anon:
+            return -1, -1.0
+        best = max(anon, key=lambda i: sims[i])
+        return best, float(sims[best])
+
+    # --- updates -------------------------------------------------------------------------
+    def _new_label(self) -> str:
+        label = f"speaker {self._next_number}"
+        self._next_number += 1
+        return label
+
+    def observe(self, emb: np.ndarray, duration: float, time: float) -> Assignment:
+        """Assign one window embedding (L2-normalised) that ends at stream ``time``."""
+        cfg = self.config
+        emb = np.asarray(emb, np.float32)
+        events: list[Relabel] = list(self._expire(time))
+        sims = self.similarities(emb[None])[0]
+        idx, score = self.pick(sims) if len(sims) else (-1, -1.0)
+        cand_max = max((float(sims[i]) for i, c in enumerate(self.clusters)), default=-1.0)
+        if idx >= 0 and score >= (cfg.profile_threshold if self.clusters[idx].name else cfg.assign_threshold):
+            cluster = self.clusters[idx]
+            updated = not cluster.fixed or (cfg.adapt_profiles and score >= cfg.adapt_threshold)
+            if updated:
+                cluster.add(emb, duration, time, cfg.max_members)
+            else:
+                cluster.last_seen = time
+                cluster.speech += duration
+            events += self._promote_and_merge(cluster, time)
+            return Assignment(self.resolve(cluster.label), score, updated, tuple(events))
+        if idx >= 0 and cand_max >= cfg.new_threshold:
+            # ambiguous: label it with the best guess but let it move no centroid
+            return Assignment(self.clusters[idx].label, score, False, tuple(events))
+        if cfg.max_speakers is not None and self._anonymous_count() >= cfg.max_speakers and idx >= 0:
+            return Assignment(self.clusters[idx].label, score, False, tuple(events))
+        cluster = Cluster(label=self._new_label(), sum=np.zeros_like(emb), created=time, last_seen=time)
+        cluster.add(emb, duration, time, cfg.max_members)
+        self.clusters.append(cluster)
+        events += self._promote_and_merge(cluster, time)
+        return Assignment(cluster.label, 1.0, True, tuple(events))
+
+    def _anonymous_count(self) -> int:
+        return sum(1 for c in self.clusters if c.name is None)
+
+    def _consistency(self, cluster: Cluster) -> float:
+        if not cluster.members:
+            return 0.0
+        return float(np.mean(np.stack(cluster.members) @ cluster.centroid))
+
+    def _promote_and_merge(self, cluster: Cluster, time: float) -> list[Relabel]:
+        cfg = self.config
+        events: list[Relabel] = []
+        if not cluster.confirmed and cluster.speech >= cfg.min_new_speech \
+                and self._consistency(cluster) >= cfg.candidate_consistency:
+            cluster.confirmed = True
+        # merge with the most similar other cluster if close enough
+        for other in list(self.clusters):
+            if other is cluster or other not in self.clusters or cluster not in self.clusters:
+                continue
+            sim = float(cluster.centroid @ other.centroid)
+            if other.name is not None and cluster.name is None:
+                if cluster.confirmed and sim >= cfg.profile_threshold:
+                    events.append(self._merge_into(other, cluster, time, "recognised"))
+                continue
+            if cluster.name is not None or other.name is not None:
+                continue
+            needed = cfg.merge_threshold if (cluster.confirmed and other.confirmed) else cfg.assign_threshold
+            if sim >= needed and (cluster.count >= 2 or other.confirmed):
+                keep, drop = (other, cluster) if other.created <= cluster.created else (cluster, other)
+                events.append(self._merge_into(keep, drop, time, "merge"))
+                cluster = keep
+        return events
+
+    def _merge_into(self, keep: Cluster, drop: Cluster, time: float, reason: str) -> Relabel:
+        if not keep.fixed:
+            keep.sum = keep.sum + drop.sum
+            keep.count += drop.count
+        keep.speech += drop.speech
+        keep.confirmed = keep.confirmed or drop.confirmed
+        keep.last_seen = max(keep.last_seen, drop.last_seen)
+        room = self.config.max_members - len(keep.members)
+        keep.members += drop.members[:room]
+        keep.durations += drop.durations[:room]
+        self.clusters.remove(drop)
+        self._aliases[drop.label] = keep.label
+        return Relabel(old=drop.label, new=keep.label, time=time, reason=reason)  # type: ignore[arg-type]
+
+    def _expire(self, time: float) -> list[Relabel]:
+        """Drop candidates that never gathered enough evidence; their label maps to the nearest."""
+        events = []
+        for cand in [c for c in self.clusters if not c.confirmed]:
+            if time - cand.last_seen < self.config.candidate_timeout:
+                continue
+            others = [c for c in self.clusters if c is not cand and c.confirmed]
+            self.clusters.remove(cand)
+            if others:
+                best = max(others, key=lambda c: float(c.centroid @ cand.centroid))
+                self._aliases[cand.label] = best.label
+                events.append(Relabel(old=cand.label, new=best.label, time=time, reason="merge"))
+        return events
+
+    def merge(self, keep_label: str, drop_label: str, time: float) -> Relabel:
+        """User-requested merge of two speakers (``drop`` joins ``keep``)."""
+        keep, drop = self.get(keep_label), self.get(drop_label)
+        if keep is None or drop is None or keep is drop:
+            raise KeyError(f"cannot merge {drop_label!r} into {keep_label!r}")
+        return self._merge_into(keep, drop, time, "merge")
+
+    def rename(self, label: str, new_label: str, time: float) -> Relabel:
+        """Give a speaker a new display label."""
+        cluster = self.get(label)
+        if cluster is None:
+            raise KeyError(label)
+        if any(c.label == new_label for c in self.clusters):
+            raise ValueError(f"a speaker is already called {new_label!r}")
+        old = cluster.label
+        cluster.label = new_label
+        self._aliases[old] = new_label
+        return Relabel(old=old, new=new_label, time=time, reason="rename")

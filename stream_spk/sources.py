@@ -1,0 +1,388 @@
+"""Audio sources: a file replayed as if live, or a microphone; both yield 16 kHz mono AudioChunks.
+
+Resampling and downmixing happen here, at the edge, so the rest of the pipeline only ever sees
+``SAMPLE_RATE`` mono float32. sounddevice (PortAudio) is imported lazily: file replay works
+without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_spk.audio import audio_info, to_mono
+from stream_spk.errors import AudioError, DeviceError, StreamSpkError
+from stream_spk.types import SAMPLE_RATE, AudioChunk
+
+StreamFactory = Callable[[Any, int, int, int, Callable[..., None]], Any]
+"""``(device, samplerate, channels, blocksize, callback) -> stream`` with start/stop/close."""
+
+_MIC_BLOCK_SECONDS = 0.05  # PortAudio callback block: 50 ms
+_STOP = object()  # queue sentinel that wakes a blocked iterator on stop()
+
+
+def _check_chunk_seconds(chunk_seconds: float) -> int:
+    if not chunk_seconds > 0:
+        raise StreamSpkError(f"chunk length must be > 0 seconds (got {chunk_seconds})")
+    return max(1, round(chunk_seconds * SAMPLE_RATE))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _resampler(rate: int):
+    """A streaming soxr resampler from ``rate`` to 16 kHz, or None when none is needed."""
+    if rate == SAMPLE_RATE:
+        return None
+    import soxr
+
+    return soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+
+
+class _Chunker:
+    """Cuts a stream of sample blocks into fixed-size chunks with consecutive stream times."""
+
+    def __init__(self, chunk_samples: int) -> None:
+        self.chunk_samples = chunk_samples
+        self._parts: list[np.ndarray] = []
+        self._pending = 0
+        self._emitted = 0  # samples handed out so far: t0 of the next chunk
+
+    def push(self, samples: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Add samples; return the (samples, t0) chunks that are now complete."""
+        if samples.size:
+            self._parts.append(samples)
+            self._pending += samples.size
+        out = []
+        if self._pending >= self.chunk_samples:
+            buf = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+            n_full = buf.size // self.chunk_samples
+            for k in range(n_full):
+                out.append(self._take(buf[k * self.chunk_samples:(k + 1) * self.chunk_samples]))
+            rest = buf[n_full * self.chunk_samples:]
+            self._parts = [rest] if rest.size else []
+            self._pending = rest.size
+        return out
+
+    def flush(self) -> tuple[np.ndarray, float] | None:
+        """The last, possibly short chunk (None when nothing is pending)."""
+        if not self._pending:
+            return None
+        buf = np.concatenate(self._parts)
+        self._parts, self._pending = [], 0
+        return self._take(buf)
+
+    def _take(self, samples: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = self._emitted / SAMPLE_RATE
+        self._emitted += samples.size
+        return np.ascontiguousarray(samples, dtype=np.float32), t0
+
+
+class FileSource:
+    """Replays an audio file as a stream of 16 kHz mono :class:`AudioChunk`.
+
+    The file is read in blocks (memory stays flat on long files), downmixed by averaging its
+    channels and resampled with a streaming soxr resampler. ``speed=1.0`` paces chunks in real
+    time, ``speed=X`` X times faster, ``speed=None`` as fast as possible. Chunk ``k`` is released
+    no earlier than ``start + t1_k / speed`` on the injected ``clock``. Non-finite samples are
+    replaced by 0 and counted in ``nonfinite_samples`` (values over all channels).
+    """
+
+    def __init__(self, path: str | os.PathLike, chunk_seconds: float = 0.5, speed: float | None = 1.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.path = Path(path)
+        self.chunk_samples = _check_chunk_seconds(chunk_seconds)
+        if speed is not None and not (speed > 0 and math.isfinite(speed)):
+            raise StreamSpkError(f"replay speed must be a positive number (got {speed})")
+        self.speed = speed
+        self._clock = clock
+        self._sleep = sleep
+        info = audio_info(self.path)
+        self.sample_rate: int = int(info.samplerate)
+        self.channels: int = int(info.channels)
+        self.frames: int = max(0, int(info.frames))
+        self.duration: float = self.frames / self.sample_rate if self.sample_rate else 0.0
+        self.nonfinite_samples = 0
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        self.nonfinite_samples = 0
+        start: float | None = None
+        for samples, t0 in self._chunks():
+            chunk = AudioChunk(samples, t0)
+            if self.speed is not None:
+                if start is None:
+                    start = self._clock()
+                wait = start + chunk.t1 / self.speed - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+            yield chunk
+
+    def _chunks(self) -> Iterator[tuple[np.ndarray, float]]:
+        import soundfile as sf
+
+        if self.frames == 0:
+            return
+        chunker = _Chunker(self.chunk_samples)
+        resampler = _resampler(self.sample_rate)
+        block_frames = max(1, math.ceil(self.chunk_samples * self.sample_rate / SAMPLE_RATE))
+        try:
+            fh = sf.SoundFile(str(self.path))
+        except Exception as exc:
+            raise AudioError(f"{self.path}: not a readable audio file ({_reason(exc)})") from None
+        read_frames = 0
+        with fh:
+            while True:
+                try:
+                    block = fh.read(block_frames, dtype="float32", always_2d=True)
+                except Exception as exc:
+                    at = read_frames / self.sample_rate
+                    raise AudioError(f"{self.path}: cannot decode audio at {at:.2f} s "
+                                     f"({_reason(exc)})") from None
+                last = block.shape[0] < block_frames
+                read_frames += block.shape[0]
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    self.nonfinite_samples += int(bad.sum())
+                    block = np.where(bad, np.float32(0), block)
+                mono = to_mono(block)
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                yield from chunker.push(mono)
+                if last:
+                    break
+        tail = chunker.flush()
+        if tail is not None:
+            yield tail
+
+
+def _import_sounddevice():
+    """The sounddevice module, or a :class:`DeviceError` saying what to install."""
+    try:
+        import sounddevice
+    except OSError as exc:
+        raise DeviceError(f"PortAudio library not found ({_reason(exc)}): install libportaudio2 "
+                          "(e.g. apt install libportaudio2)") from None
+    except ImportError:
+        raise DeviceError("the sounddevice package is not installed: pip install 'stream-spk[mic]'") \
+            from None
+    return sounddevice
+
+
+def list_input_devices() -> list[dict]:
+    """Input-capable audio devices: index, name, channels, default_samplerate, is_default."""
+    sd = _import_sounddevice()
+    try:
+        devices = sd.query_devices()
+        default = sd.default.device
+    except Exception as exc:
+        raise DeviceError(f"cannot list audio devices ({_reason(exc)})") from None
+    try:
+        default_in = int(default[0])
+    except (TypeError, ValueError, IndexError):
+        default_in = -1
+    out = []
+    for index, dev in enumerate(devices):
+        channels = int(dev["max_input_channels"])
+        if channels > 0:
+            out.append({"index": index, "name": str(dev["name"]), "channels": channels,
+                        "default_samplerate": float(dev["default_samplerate"]),
+                        "is_default": index == default_in})
+    return out
+
+
+def resolve_input_device(device: int | str | None, devices: list[dict]) -> dict | None:
+    """The input device an index or case-insensitive name substring names (None: the default).
+
+    An ambiguous name picks the first match. Raises :class:`DeviceError` when nothing matches.
+    """
+    if device is None:
+        return next((d for d in devices if d["is_default"]), None)
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device.strip())
+    if isinstance(device, int):
+        for d in devices:
+            if d["index"] == device:
+                return d
+        raise DeviceError(f"no input device with index {device} (see stream-spk devices)")
+    needle = str(device).casefold()
+    for d in devices:
+        if needle in d["name"].casefold():
+            return d
+    raise DeviceError(f"no input device matching {device!r} (see stream-spk devices)")
+
+
+def _sounddevice_stream(device: Any, samplerate: int, channels: int, blocksize: int,
+                        callback: Callable[..., None]) -> Any:
+    sd = _import_sounddevice()
+    return sd.InputStream(device=device, samplerate=samplerate, channels=channels, blocksize=blocksize,
+                          dtype="float32", callback=callback)
+
+
+class MicSource:
+    """Live microphone audio as 16 kHz mono :class:`AudioChunk` (one-shot iterable).
+
+    The PortAudio callback only copies each block into a bounded queue; a full queue or an
+    input overflow counts as an overrun, reported in the next chunk's ``overruns``. ``t0``
+    advances by the samples delivered (lost audio is not re-timed). ``stop()`` (any thread) ends
+    the iteration and closes the stream. ``device`` is an index, a name substring or None (the
+    default input). ``stream_factory(device, samplerate, channels, blocksize, callback)`` replaces
+    sounddevice's InputStream (tests). No audio for ``stall_seconds`` raises :class:`DeviceError`.
+    """
+
+    def __init__(self, device: int | str | None = None, chunk_seconds: float = 0.5,
+                 stream_factory: StreamFactory | None = None, max_queue_seconds: float = 10.0,
+                 stall_seconds: float = 5.0) -> None:
+        self.device = device
+        self.chunk_samples = _check_chunk_seconds(chunk_seconds)
+        self._factory = stream_factory or _sounddevice_stream
+        self._max_queue_seconds = max_queue_seconds
+        self._stall_seconds = stall_seconds
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stopped = threading.Event()
+        self._overruns_total = 0  # written by the callback thread only
+        self.overruns = 0  # overruns reported so far
+        self.sample_rate: int | None = None  # rate the stream was opened at
+        self.device_name = "default input device"
+
+    def stop(self) -> None:
+        """End the iteration; the iterating thread closes the stream."""
+        self._stopped.set()
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:
+            pass  # the iterator polls the flag after each get
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status is not None and getattr(status, "input_overflow", False):
+            self._overruns_total += 1
+        try:
+            self._queue.put_nowait(np.array(indata, dtype=np.float32, copy=True))
+        except queue.Full:
+            self._overruns_total += 1
+
+    def _resolve(self) -> Any:
+        if self.device is None:
+            return None
+        dev = resolve_input_device(self.device, list_input_devices())
+        if dev is None:
+            return None
+        self.device_name = f"input device {dev['index']} ({dev['name']})"
+        return dev["index"]
+
+    def _default_rate(self, device: Any) -> int | None:
+        try:
+            dev = resolve_input_device(device, list_input_devices())
+        except DeviceError:
+            return None
+        return int(dev["default_samplerate"]) if dev else None
+
+    def _open(self) -> Any:
+        device = self._resolve()
+        try:
+            return self._open_at(device, SAMPLE_RATE)
+        except Exception as first:
+            rate = self._default_rate(device)
+            if rate is None or rate == SAMPLE_RATE:
+                raise DeviceError(f"cannot open {self.device_name} ({_reason(first)})") from None
+        try:
+            return self._open_at(device, rate)
+        except Exception as exc:
+            raise DeviceError(f"cannot open {self.device_name} at 16000 or {rate} Hz "
+                              f"({_reason(exc)})") from None
+
+    def _open_at(self, device: Any, rate: int) -> Any:
+        block = max(1, round(rate * _MIC_BLOCK_SECONDS))
+        self._queue = queue.Queue(maxsize=max(2, math.ceil(self._max_queue_seconds / _MIC_BLOCK_SECONDS)))
+        stream = self._factory(device, rate, 1, block, self._callback)
+        self.sample_rate = rate
+        return stream
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        if self._stopped.is_set():
+            return
+        stream = self._open()
+        try:
+            try:
+                stream.start()
+            except Exception as exc:
+                raise DeviceError(f"cannot start {self.device_name} ({_reason(exc)})") from None
+            yield from self._read(stream)
+        finally:
+            for method in ("stop", "close"):
+                try:
+                    getattr(stream, method)()
+                except Exception:
+                    pass  # a vanished device cannot be stopped cleanly; nothing more to do
+
+    def _read(self, stream: Any) -> Iterator[AudioChunk]:
+        chunker = _Chunker(self.chunk_samples)
+        resampler = _resampler(int(self.sample_rate or SAMPLE_RATE))
+        poll = min(0.1, self._stall_seconds)
+        silent_since = time.monotonic()
+        drain: int | None = None  # blocks still to take after stop()
+        while True:
+            if self._stopped.is_set():
+                if drain is None:
+                    drain = self._queue.qsize()  # what was captured before stop(), no more
+                block = self._get_nowait() if drain > 0 else None
+                if block is None:
+                    break
+                drain -= 1
+            else:
+                try:
+                    block = self._queue.get(timeout=poll)
+                except queue.Empty:
+                    self._check_alive(stream, silent_since)
+                    continue
+                if block is _STOP:
+                    continue  # the flag is set: drain, then end
+                silent_since = time.monotonic()
+            mono = to_mono(block)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono)
+            for samples, t0 in chunker.push(mono):
+                yield self._chunk(samples, t0)
+        ready = []
+        if resampler is not None:
+            ready = chunker.push(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        tail = chunker.flush()
+        for samples, t0 in ready + ([] if tail is None else [tail]):
+            yield self._chunk(samples, t0)
+
+    def _get_nowait(self) -> np.ndarray | None:
+        """The next queued block, skipping stop sentinels; None when the queue is empty."""
+        while True:
+            try:
+                block = self._queue.get_nowait()
+            except queue.Empty:
+                return None
+            if block is not _STOP:
+                return block
+
+    def _chunk(self, samples: np.ndarray, t0: float) -> AudioChunk:
+        total = self._overruns_total
+        new, self.overruns = total - self.overruns, total
+        return AudioChunk(samples, t0, overruns=new)
+
+    def _check_alive(self, stream: Any, silent_since: float) -> None:
+        try:
+            active = bool(getattr(stream, "active", True))
+        except Exception as exc:
+            raise DeviceError(f"{self.device_name} failed ({_reason(exc)}); was it disconnected?") \
+                from None
+        if not active and not self._stopped.is_set():
+            raise DeviceError(f"{self.device_name} stopped delivering audio; was it disconnected?")
+        if time.monotonic() - silent_since > self._stall_seconds:
+            raise DeviceError(f"no audio from {self.device_name} for {self._stall_seconds:g} s; "
+                              "was it disconnected?")
