@@ -53,10 +53,10 @@ class Cluster:
         norm = float(np.linalg.norm(self.sum))
         return self.sum / norm if norm > 0 else self.sum
 
-    def add(self, emb: np.ndarray, duration: float, time: float, max_members: int) -> None:
+    def add(self, emb: np.ndarray, duration: float, time: float, max_members: int, speech: float) -> None:
         self.sum = self.sum + emb
         self.count += 1
-        self.speech += duration
+        self.speech += speech
         self.last_seen = time
         if len(self.members) < max_members:
             self.members.append(emb)
@@ -140,9 +140,14 @@ class OnlineClusterer:
         self._next_number += 1
         return label
 
-    def observe(self, emb: np.ndarray, duration: float, time: float) -> Assignment:
-        """Assign one window embedding (L2-normalised) that ends at stream ``time``."""
+    def observe(self, emb: np.ndarray, duration: float, time: float, speech: float | None = None) -> Assignment:
+        """Assign one window embedding (L2-normalised) of ``duration`` s that ends at stream ``time``.
+
+        ``speech``: seconds of speech this window adds to what earlier windows covered (overlapping
+        windows share audio); defaults to ``duration``.
+        """
         cfg = self.config
+        speech = duration if speech is None else speech
         emb = np.asarray(emb, np.float32)
         events: list[Relabel] = list(self._expire(time))
         sims = self.similarities(emb[None])[0]
@@ -152,10 +157,10 @@ class OnlineClusterer:
             cluster = self.clusters[idx]
             updated = not cluster.fixed or (cfg.adapt_profiles and score >= cfg.adapt_threshold)
             if updated:
-                cluster.add(emb, duration, time, cfg.max_members)
+                cluster.add(emb, duration, time, cfg.max_members, speech)
             else:
                 cluster.last_seen = time
-                cluster.speech += duration
+                cluster.speech += speech
             events += self._promote_and_merge(cluster, time)
             return Assignment(self.resolve(cluster.label), score, updated, tuple(events))
         if idx >= 0 and cand_max >= cfg.new_threshold:
@@ -164,7 +169,7 @@ class OnlineClusterer:
         if cfg.max_speakers is not None and self._anonymous_count() >= cfg.max_speakers and idx >= 0:
             return Assignment(self.clusters[idx].label, score, False, tuple(events))
         cluster = Cluster(label=self._new_label(), sum=np.zeros_like(emb), created=time, last_seen=time)
-        cluster.add(emb, duration, time, cfg.max_members)
+        cluster.add(emb, duration, time, cfg.max_members, speech)
         self.clusters.append(cluster)
         events += self._promote_and_merge(cluster, time)
         return Assignment(cluster.label, 1.0, True, tuple(events))

@@ -35,6 +35,7 @@ from stream_spk.types import (
     Stats,
 )
 from stream_spk.vad import VadConfig, VadSegmenter
+from stream_spk.windows import Window, WindowMaker
 
 
 class EmbedderLike(Protocol):
@@ -66,19 +67,12 @@ class PipelineConfig:
 
 
 @dataclass
-class _Window:
-    start: int
-    end: int
-    emb: np.ndarray | None = None
-
-
-@dataclass
 class _Plan:
     grid: int
     spans: list[tuple[int, int, bool]]
     decided: int
     in_speech: bool
-    window: _Window | None
+    window: Window | None
 
 
 @dataclass
@@ -105,6 +99,7 @@ class Pipeline:
         self._win = int(round(self.config.window * SAMPLE_RATE))
         self._slack = int(round((self.config.latency - self.config.step) * SAMPLE_RATE))
         self._min_win = max(int(self.config.min_window * SAMPLE_RATE), int(embedder.min_samples))
+        self.windows = WindowMaker(self._win, self._step, self._min_win)
         self.reset()
 
     # --- public API ----------------------------------------------------------------------
@@ -117,11 +112,10 @@ class Pipeline:
         self._seen = 0
         self._vad_fed = 0
         self._next_grid = self._step
-        self._region_start: int | None = None  # VAD tracking (at feed time)
-        self._region_end: int | None = None
+        self.windows.reset()
         self._speech: list[list[int]] = []  # decided speech spans not yet fully finalised
         self._in_speech_event = False
-        self._windows: list[_Window] = []
+        self._windows: list[Window] = []
         self._final_until = 0
         self._turn: SpeakerTurn | None = None
         self._next_turn_id = 1
@@ -161,12 +155,9 @@ class Pipeline:
         t0 = time.perf_counter()
         self._feed_vad(self._seen)
         spans = self._take_pending() + self.vad.flush()
-        self._track_regions(spans)
-        window = None
-        end = self._region_end if self._region_end is not None else None
+        self.windows.observe(spans)
         last_end = self._windows[-1].end if self._windows else -1
-        if self._region_start is not None and end is not None and end > last_end:
-            window = self._make_window(self._region_start, end)
+        window = self.windows.closing(self._seen, last_end, self._buf_start)
         plan = _Plan(self._seen, spans, self.vad.decided_until, False, window)
         events = self._execute([plan], final=True)
         self._proc_seconds += time.perf_counter() - t0
@@ -207,34 +198,16 @@ class Pipeline:
         a, b = self._vad_fed - self._buf_start, upto - self._buf_start
         spans = self.vad.process(self._buf[a:b])
         self._vad_fed = upto
-        self._track_regions(spans)
+        self.windows.observe(spans)
         return spans
 
     def _take_pending(self) -> list[tuple[int, int, bool]]:
         spans, self._pending_spans = self._pending_spans, []
         return spans
 
-    def _track_regions(self, spans: list[tuple[int, int, bool]]) -> None:
-        for s, e, speech in spans:
-            if speech:
-                if self._region_end is None or s > self._region_end or self._region_start is None:
-                    self._region_start = s
-                self._region_end = e
-            # a non-speech span closes the region; _region_end stays at its end
-
-    def _make_window(self, region_start: int, end: int) -> _Window | None:
-        start = max(region_start, end - self._win, self._buf_start)
-        if end - start < self._min_win:
-            return None
-        return _Window(start, end)
-
     def _plan(self, grid: int) -> _Plan:
         spans = self._take_pending() + self._feed_vad(grid)
-        window = None
-        if self.vad.in_speech and self._region_start is not None:
-            window = self._make_window(self._region_start, grid)
-        elif self._region_end is not None and self._region_end > grid - self._step and self._region_start is not None:
-            window = self._make_window(self._region_start, self._region_end)
+        window = self.windows.at(grid, self.vad.in_speech, self._buf_start)
         return _Plan(grid, spans, self.vad.decided_until, self.vad.in_speech, window)
 
     def _execute(self, plans: list[_Plan], final: bool = False) -> list[Event]:
@@ -248,8 +221,10 @@ class Pipeline:
             now = p.grid / SAMPLE_RATE
             events += self._speech_events(p.spans)
             if p.window is not None:
-                assignment = self.clusterer.observe(p.window.emb, (p.window.end - p.window.start) / SAMPLE_RATE,
-                                                    p.window.end / SAMPLE_RATE)
+                w = p.window
+                fresh = w.end - max(w.start, self._windows[-1].end if self._windows else 0)
+                assignment = self.clusterer.observe(w.emb, w.samples / SAMPLE_RATE, w.end / SAMPLE_RATE,
+                                                    speech=fresh / SAMPLE_RATE)
                 for ev in assignment.events:
                     self._apply_relabel(ev)
                 events += assignment.events
@@ -339,8 +314,8 @@ class Pipeline:
             if e > self._final_until:
                 start = max(s, self._final_until)
                 break
-        if start is None and p.in_speech and self._region_start is not None:
-            start = max(self._region_start, self._final_until)
+        if start is None and p.in_speech and self.windows.region_start is not None:
+            start = max(self.windows.region_start, self._final_until)
         if start is None or not self._windows or start >= p.grid:
             return None
         latest = self._windows[-1]

@@ -97,9 +97,11 @@ def silero_model_path() -> Path:
 class SileroScorer:
     """silero-vad v5 (MIT) on 512-sample frames, evaluated many frames per call.
 
-    The model is a per-frame encoder followed by an LSTM cell; the encoder runs batched over all
-    new frames and the LSTM over the whole sequence in one call, which gives the same
-    probabilities as the frame-by-frame reference ~10x faster.
+    The network (STFT conv -> 4 convs -> LSTM cell -> 1x1 conv) is rebuilt in eager torch from
+    the weights of the TorchScript file in the silero-vad package: TorchScript re-specialises on
+    every new input shape, which made variable-size calls ~20x slower. The per-frame encoder runs
+    batched over all new frames and the LSTM over the whole sequence in one call; the
+    probabilities equal the frame-by-frame reference (max abs difference ~3e-6).
     """
 
     frame_samples = 512
@@ -108,16 +110,21 @@ class SileroScorer:
     def __init__(self) -> None:
         import torch
 
-        jit = torch.jit.load(str(silero_model_path()), map_location="cpu").eval()
-        net = jit._model
+        jit = torch.jit.load(str(silero_model_path()), map_location="cpu")
+        params = {k: v.detach().clone() for k, v in jit._model.named_parameters()}
         self._torch = torch
-        self._stft, self._encoder, self._decoder = net.stft, net.encoder, net.decoder.decoder
-        cell = net.decoder.rnn
-        self._lstm = torch.nn.LSTM(cell.weight_ih.shape[1], cell.weight_hh.shape[1], batch_first=True)
+        self._basis = jit._model.stft.forward_basis_buffer.detach().clone()  # [258, 1, 256]
+        self._convs = []
+        for i, stride in enumerate((1, 2, 2, 1)):
+            self._convs.append((params[f"encoder.{i}.reparam_conv.weight"],
+                                params[f"encoder.{i}.reparam_conv.bias"], stride))
+        hidden = params["decoder.rnn.weight_hh"].shape[1]
+        self._lstm = torch.nn.LSTM(params["decoder.rnn.weight_ih"].shape[1], hidden, batch_first=True)
         with torch.no_grad():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self._lstm, f"{name}_l0").copy_(getattr(cell, name))
+                getattr(self._lstm, f"{name}_l0").copy_(params[f"decoder.rnn.{name}"])
         self._lstm.eval()
+        self._out_w, self._out_b = params["decoder.decoder.2.weight"], params["decoder.decoder.2.bias"]
         self.reset()
 
     def reset(self) -> None:
@@ -126,6 +133,7 @@ class SileroScorer:
 
     def score(self, frames: np.ndarray) -> np.ndarray:
         torch = self._torch
+        F = torch.nn.functional
         n = frames.shape[0]
         if n == 0:
             return np.zeros(0, np.float32)
@@ -133,12 +141,15 @@ class SileroScorer:
         self._tail = flat[-self.context :].copy()
         # frame i = 64 samples of context + its own 512 samples
         idx = np.arange(n)[:, None] * self.frame_samples + np.arange(self.context + self.frame_samples)[None]
-        x = torch.from_numpy(flat[idx])
         with torch.inference_mode():
-            feats = self._encoder(self._stft(x))  # [N, 128, 1]
-            seq, state = self._lstm(feats[:, :, 0][None], self._state)
-            self._state = state
-            probs = self._decoder(seq[0][:, :, None].float())  # [N, 1, 1]
+            x = F.pad(torch.from_numpy(flat[idx]), (0, self.context), mode="reflect")[:, None, :]
+            spec = F.conv1d(x, self._basis, stride=128)
+            half = spec.shape[1] // 2
+            x = (spec[:, :half].square() + spec[:, half:].square()).sqrt()
+            for weight, bias, stride in self._convs:
+                x = F.relu(F.conv1d(x, weight, bias, stride=stride, padding=1))
+            seq, self._state = self._lstm(x[:, :, 0][None], self._state)
+            probs = torch.sigmoid(F.conv1d(F.relu(seq[0])[:, :, None], self._out_w, self._out_b))
         return probs.reshape(n).numpy().astype(np.float32)
 
 

@@ -32,3 +32,32 @@ def make_embedder(args: argparse.Namespace, quiet: bool = False):
 def eprint(*parts: object) -> None:
     """Print to stderr."""
     print(*parts, file=sys.stderr)
+
+
+def add_stream_args(parser: argparse.ArgumentParser) -> None:
+    """Options of every streaming command: latency, VAD and enrolled profiles."""
+    group = parser.add_argument_group("streaming")
+    group.add_argument("--latency", type=float, default=1.0, metavar="S",
+                       help="final speaker labels at most S seconds after the audio (default: %(default)s)")
+    group.add_argument("--vad", choices=("silero", "webrtc"), default="silero",
+                       help="voice activity detector (default: %(default)s; webrtc is cheaper, "
+                            "with more false alarms)")
+    group.add_argument("--vad-threshold", type=float, metavar="P",
+                       help="speech threshold of the VAD score (silero default 0.5)")
+    group.add_argument("--profiles", metavar="PATH",
+                       help="enrolled-speaker store (default: $STREAM_SPK_PROFILES, else the user data dir)")
+    group.add_argument("--no-profiles", action="store_true", help="do not recognise enrolled speakers")
+    add_model_args(parser)
+
+
+def session_options(args: argparse.Namespace):
+    """:class:`SessionOptions` from parsed streaming options."""
+    from stream_spk.errors import StreamSpkError
+    from stream_spk.session import SessionOptions
+
+    if not 0.2 <= args.latency <= 30:
+        raise StreamSpkError(f"--latency must be between 0.2 and 30 seconds (got {args.latency})")
+    return SessionOptions(model_file=args.model_file, precision=args.precision,
+                          compute_device=args.compute_device, latency=args.latency, vad=args.vad,
+                          vad_threshold=args.vad_threshold, profiles=args.profiles,
+                          use_profiles=not args.no_profiles)

@@ -9,9 +9,20 @@ from collections.abc import Sequence
 from stream_spk import __version__
 from stream_spk.errors import StreamSpkError
 
-from . import devices_cmd, embed_cmd, eval_cmd, models_cmd
+from . import (
+    devices_cmd,
+    diarize_cmd,
+    embed_cmd,
+    enroll_cmd,
+    eval_cmd,
+    live_cmd,
+    models_cmd,
+    replay_cmd,
+    speakers_cmd,
+)
 
-COMMANDS = (models_cmd, embed_cmd, eval_cmd, devices_cmd)
+COMMANDS = (models_cmd, embed_cmd, replay_cmd, live_cmd, diarize_cmd, enroll_cmd, speakers_cmd, eval_cmd,
+            devices_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

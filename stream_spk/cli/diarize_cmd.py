@@ -1,0 +1,129 @@
+"""``stream-spk diarize FILE... --out-dir DIR``: batch diarization through the streaming pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from stream_spk.errors import StreamSpkError
+
+from .common import add_stream_args, session_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "diarize", help="diarize files (as fast as possible) into one RTTM each",
+        description="Replay each file as fast as possible through the same streaming pipeline as `live` "
+                    "and write DIR/<stem>.rttm (uri = stem) with exactly the labels the stream finalised. "
+                    "A bad file is reported and the others are still processed (exit status 1).")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="files processed in parallel, one model per process (default: %(default)s)")
+    parser.add_argument("--jsonl", action="store_true", help="also write DIR/<stem>.jsonl with every event")
+    add_stream_args(parser)
+    parser.set_defaults(func=run)
+
+
+def diarize_file(path: str, out_dir: str, options, write_jsonl: bool = False, pipeline=None,
+                 progress=None) -> dict:
+    """Diarize one file; returns a summary dict (raises StreamSpkError for a bad file)."""
+    from stream_spk.runner import StreamRunner
+    from stream_spk.session import build_pipeline
+    from stream_spk.sinks import JsonlWriter, RttmWriter
+    from stream_spk.sources import FileSource
+
+    source = FileSource(path, chunk_seconds=4.0, speed=None)
+    stem = Path(path).stem
+    pipeline = pipeline or build_pipeline(options)
+    pipeline.reset()
+    sinks: list = [RttmWriter(Path(out_dir) / f"{stem}.rttm", stem)]
+    if write_jsonl:
+        sinks.append(JsonlWriter(Path(out_dir) / f"{stem}.jsonl"))
+    on_chunk = (lambda chunk, _s: progress(chunk.duration)) if progress else None
+    summary = StreamRunner(source, pipeline, sinks, on_chunk=on_chunk).run()
+    stats = summary.last_stats
+    return {"file": path, "audio": summary.audio_seconds, "wall": summary.wall_seconds,
+            "speakers": sum(1 for s in summary.speakers if s.talk_time > 0),
+            "latencies": list(pipeline.latencies),
+            "latency_median": stats.latency_median if stats else None,
+            "latency_p95": stats.latency_p95 if stats else None}
+
+
+_WORKER: dict = {}
+
+
+def _worker_run(path: str, out_dir: str, options, write_jsonl: bool) -> dict:
+    from stream_spk.session import build_pipeline
+
+    if "pipeline" not in _WORKER:
+        _WORKER["pipeline"] = build_pipeline(options)
+    return diarize_file(path, out_dir, options, write_jsonl, _WORKER["pipeline"])
+
+
+def _durations(files: list[str]) -> dict[str, float]:
+    from stream_spk.audio import audio_info
+
+    out = {}
+    for f in files:
+        try:
+            info = audio_info(f)
+            out[f] = info.frames / info.samplerate if info.samplerate else 0.0
+        except StreamSpkError:
+            out[f] = 0.0
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stream_spk.session import build_pipeline
+
+    if args.jobs < 1:
+        raise StreamSpkError(f"--jobs must be >= 1 (got {args.jobs})")
+    out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StreamSpkError(f"{out_dir}: cannot create output folder ({exc.strerror})") from None
+    options = session_options(args)
+    durations = _durations(args.files)
+    failed: list[tuple[str, str]] = []
+    results: list[dict] = []
+    files_bar = tqdm(total=len(args.files), desc="files", unit="file", position=0, file=sys.stderr)
+    audio_bar = tqdm(total=round(sum(durations.values()), 1), desc="audio", unit="s", position=1,
+                     file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+    try:
+        if args.jobs == 1:
+            pipeline = build_pipeline(options, quiet=False)
+            for f in args.files:
+                try:
+                    results.append(diarize_file(f, str(out_dir), options, args.jsonl, pipeline,
+                                                progress=audio_bar.update))
+                except StreamSpkError as exc:
+                    failed.append((f, str(exc)))
+                    audio_bar.update(durations[f])
+                files_bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                futures = {pool.submit(_worker_run, f, str(out_dir), options, args.jsonl): f for f in args.files}
+                for fut in as_completed(futures):
+                    f = futures[fut]
+                    try:
+                        results.append(fut.result())
+                    except StreamSpkError as exc:
+                        failed.append((f, str(exc)))
+                    audio_bar.update(durations[f])
+                    files_bar.update(1)
+    finally:
+        audio_bar.close()
+        files_bar.close()
+    audio = sum(r["audio"] for r in results)
+    wall = sum(r["wall"] for r in results)
+    print(f"diarized {len(results)} file(s), {audio:.1f} s of audio at {audio / wall if wall else 0:.1f}x real time "
+          f"-> {out_dir}", file=sys.stderr)
+    for f, reason in failed:
+        print(f"stream-spk: error: {reason}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,76 @@
+"""Building a ready pipeline from user-level options (the one place that loads the model).
+
+The CLI and the Qt app call :func:`build_pipeline`; torch is imported here lazily, so callers
+(the UI in particular) never import it themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_spk.clustering import ClusterConfig
+from stream_spk.pipeline import Pipeline, PipelineConfig
+from stream_spk.vad import VadConfig
+
+
+@dataclass
+class SessionOptions:
+    """What a user can choose for a streaming session."""
+
+    model_file: str | None = None
+    precision: str = "auto"
+    compute_device: str = "auto"
+    latency: float = 1.0
+    vad: str = "silero"
+    vad_threshold: float | None = None
+    profiles: str | os.PathLike | None = None  # None: $STREAM_SPK_PROFILES or the user store, if present
+    use_profiles: bool = True
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def pipeline_config(self) -> PipelineConfig:
+        vad = VadConfig(backend=self.vad) if self.vad_threshold is None else \
+            VadConfig(backend=self.vad, threshold=self.vad_threshold)  # type: ignore[arg-type]
+        step = 0.5 if self.latency >= 1.0 else max(0.1, self.latency / 2)
+        return PipelineConfig(latency=self.latency, step=step, vad=vad, cluster=self.cluster)
+
+
+def load_profiles(options: SessionOptions, embedder=None) -> list:
+    """Enrolled speakers for the session (empty when there is no store or profiles are off)."""
+    if not options.use_profiles:
+        return []
+    from stream_spk.profiles import default_profiles_path
+
+    path = Path(options.profiles) if options.profiles else default_profiles_path()
+    if not path.exists():
+        if options.profiles:  # the user named a store that is not there
+            from stream_spk.errors import ProfileError
+
+            raise ProfileError(f"profile store {path} does not exist (enroll someone first: stream-spk enroll)")
+        return []
+    store = open_store(path)
+    try:
+        return store.known_speakers()
+    finally:
+        store.close()
+
+
+def open_store(path: str | os.PathLike | None = None):
+    """The profile store at ``path`` (default location when None), bound to the ECAPA checkpoint."""
+    from stream_spk.models.registry import ECAPA_VOXCELEB
+    from stream_spk.profiles import ProfileStore
+
+    return ProfileStore(path, model_id=ECAPA_VOXCELEB.model_id, model_hash=ECAPA_VOXCELEB.sha256)
+
+
+def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True, embedder=None) -> Pipeline:
+    """A :class:`Pipeline` with the real ECAPA-TDNN and any enrolled profiles."""
+    options = options or SessionOptions()
+    config = options.pipeline_config()
+    if embedder is None:
+        from stream_spk.models.embedder import Embedder
+
+        embedder = Embedder.from_checkpoint(options.model_file, device=options.compute_device,
+                                            precision=options.precision, quiet=quiet)
+    return Pipeline(embedder, config, profiles=load_profiles(options))

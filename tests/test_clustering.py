@@ -1,0 +1,109 @@
+"""Online clusterer on embeddings drawn around known centroids (seeded)."""
+
+import numpy as np
+import pytest
+
+from stream_spk.clustering import ClusterConfig, OnlineClusterer
+
+
+def _centroids(k: int, dim: int = 192, seed: int = 0) -> np.ndarray:
+    c = np.random.default_rng(seed).standard_normal((k, dim))
+    return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _draw(centroid: np.ndarray, rng, spread: float = 1.0) -> np.ndarray:
+    # noise of norm ~spread: cosine ~0.7 to the centre and ~0.5 between two windows of a speaker,
+    # about what ECAPA gives for 1.5 s windows of one voice
+    e = centroid + spread * rng.standard_normal(centroid.size) / np.sqrt(centroid.size)
+    return (e / np.linalg.norm(e)).astype(np.float32)
+
+
+def _sequence(order, per_turn=6, seed=1, k=4):
+    cents = _centroids(k)
+    rng = np.random.default_rng(seed)
+    return cents, [(spk, _draw(cents[spk], rng)) for spk in order for _ in range(per_turn)]
+
+
+def test_recovers_known_speakers():
+    cents, seq = _sequence([0, 1, 2, 0, 3, 1, 2, 3, 0])
+    c = OnlineClusterer()
+    mapping: dict[int, set] = {}
+    for i, (spk, e) in enumerate(seq):
+        a = c.observe(e, 1.5, 0.5 * (i + 3))
+        mapping.setdefault(spk, set()).add(c.resolve(a.label))
+    confirmed = [cl for cl in c.clusters if cl.confirmed]
+    assert len(confirmed) == 4
+    # each true speaker ends up under one label (candidates resolve to their final cluster)
+    finals = {spk: {c.resolve(lbl) for lbl in labels} for spk, labels in mapping.items()}
+    assert all(len(v) == 1 for v in finals.values()), finals
+    assert len({next(iter(v)) for v in finals.values()}) == 4
+    for cl in confirmed:
+        assert max(float(cl.centroid @ cents[k]) for k in range(4)) > 0.9
+
+
+def test_one_noisy_window_never_creates_a_speaker():
+    cents, seq = _sequence([0, 1], per_turn=8)
+    c = OnlineClusterer(ClusterConfig(candidate_timeout=3.0))
+    t = 1.5
+    for _, e in seq[:8]:
+        c.observe(e, 1.5, t)
+        t += 0.5
+    outlier = _centroids(1, seed=99)[0]
+    c.observe(outlier, 1.5, t)
+    for _, e in seq[:8]:  # speaker 0 again, long enough for the outlier candidate to expire
+        t += 0.5
+        c.observe(e, 1.5, t)
+    assert sum(cl.confirmed for cl in c.clusters) == 1
+    assert len(c.clusters) == 1  # the one-window candidate is gone
+
+
+def test_duplicate_clusters_are_merged_with_a_relabel():
+    cents = _centroids(1)
+    rng = np.random.default_rng(5)
+    c = OnlineClusterer(ClusterConfig(assign_threshold=0.95, new_threshold=0.9, merge_threshold=0.6,
+                                      min_new_speech=1.0))
+    events = []
+    for i in range(30):
+        events += c.observe(_draw(cents[0], rng, spread=0.3), 1.5, 0.5 * i + 1.5).events
+    assert any(ev.reason == "merge" for ev in events)
+    assert sum(cl.confirmed for cl in c.clusters) == 1
+
+
+def test_enrolled_profiles_are_matched_first():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Profile:
+        name: str
+        centroid: np.ndarray
+
+    cents = _centroids(3)
+    rng = np.random.default_rng(2)
+    c = OnlineClusterer(profiles=[Profile("Anna", cents[0])])
+    labels = [c.observe(_draw(cents[0], rng), 1.5, 0.5 * i + 2).label for i in range(6)]
+    assert set(labels) == {"Anna"}
+    others = [c.resolve(c.observe(_draw(cents[1], rng), 1.5, 0.5 * i + 6).label) for i in range(8)]
+    assert "Anna" not in others and others[-1] == "speaker 1"
+    anna = c.get("Anna")
+    assert anna is not None and np.allclose(anna.centroid, cents[0])  # never drifts by default
+
+
+def test_max_speakers_caps_anonymous_clusters():
+    cents, seq = _sequence([0, 1, 2, 3], per_turn=8)
+    c = OnlineClusterer(ClusterConfig(max_speakers=2))
+    for i, (_, e) in enumerate(seq):
+        c.observe(e, 1.5, 0.5 * i + 1.5)
+    assert sum(1 for cl in c.clusters if cl.name is None) <= 2
+
+
+def test_user_merge_and_rename():
+    cents, seq = _sequence([0, 1], per_turn=8)
+    c = OnlineClusterer()
+    for i, (_, e) in enumerate(seq):
+        c.observe(e, 1.5, 0.5 * i + 1.5)
+    ev = c.merge("speaker 1", "speaker 2", 10.0)
+    assert (ev.old, ev.new) == ("speaker 2", "speaker 1") and c.resolve("speaker 2") == "speaker 1"
+    ev = c.rename("speaker 1", "Bob", 11.0)
+    assert ev.reason == "rename" and c.resolve("speaker 2") == "Bob"
+    with pytest.raises(KeyError):
+        c.merge("Bob", "nobody", 12.0)

@@ -1,0 +1,123 @@
+"""The worker's view of an audio source: pacing, pause, commands between chunks, chunk hooks.
+
+:class:`Feed` wraps any iterable of :class:`AudioChunk` (a file read as fast as possible, or a
+microphone). It is what :class:`StreamRunner` iterates, so everything it does happens on the
+worker thread *between* two ``Pipeline.process`` calls: ``between_chunks`` runs before each
+chunk is fetched (the worker drains its command queue there), ``on_chunk`` sees each chunk just
+before the pipeline does (levels, playback).
+
+File replay is paced here rather than in :class:`FileSource` so that a pause, or a change of
+speed, re-anchors the clock instead of making the replay rush to catch up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from stream_spk.types import AudioChunk
+
+_POLL = 0.05  # seconds between checks while paused or waiting
+
+
+class Feed:
+    """Iterable of chunks for :class:`StreamRunner`; ``stop()``/``pause()``/``set_speed()`` from any thread.
+
+    ``speed`` (file replay): 1.0 real time, 4.0 four times faster, None as fast as possible.
+    ``live`` sources (microphones) are never paced; while paused their chunks are dropped (and
+    counted in ``dropped``) instead of piling up.
+    """
+
+    def __init__(self, source: Iterable[AudioChunk], *, speed: float | None = None, live: bool = False,
+                 between_chunks: Callable[[], None] | None = None,
+                 on_chunk: Callable[[AudioChunk], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.live = live
+        self._speed = None if live else speed
+        self._between = between_chunks or (lambda: None)
+        self._on_chunk = on_chunk or (lambda chunk: None)
+        self._clock = clock
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._retime = True
+        self.dropped = 0
+        self.position = 0.0  # stream time of the end of the last chunk handed out
+
+    # --- control (any thread) -------------------------------------------------------------
+    @property
+    def speed(self) -> float | None:
+        return self._speed
+
+    def set_speed(self, speed: float | None) -> None:
+        """Change the replay speed from the next chunk on (ignored for live sources)."""
+        if not self.live:
+            self._speed = speed
+            self._retime = True
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self, paused: bool = True) -> None:
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
+        self._retime = True
+
+    def stop(self) -> None:
+        """End the iteration after the current chunk (wakes any wait)."""
+        self._stop.set()
+        self._paused.clear()
+        stopper = getattr(self.source, "stop", None)
+        if callable(stopper):
+            stopper()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # --- iteration (worker thread) --------------------------------------------------------
+    def __iter__(self) -> Iterator[AudioChunk]:
+        inner = iter(self.source)
+        anchor: tuple[float, float] | None = None  # (wall clock, stream time) pacing origin
+        try:
+            while not self._stop.is_set():
+                self._between()
+                if self._paused.is_set() and not self.live:
+                    self._stop.wait(_POLL)
+                    continue
+                try:
+                    chunk = next(inner)
+                except StopIteration:
+                    return
+                if self._paused.is_set():  # live: what is heard while paused is not analysed
+                    self.dropped += 1
+                    continue
+                anchor = self._pace(chunk, anchor)
+                if self._stop.is_set():
+                    return
+                self._on_chunk(chunk)
+                self.position = chunk.t1
+                yield chunk
+        finally:
+            closer = getattr(inner, "close", None)
+            if callable(closer):
+                closer()  # a generator source (microphone) closes its stream now
+
+    def _pace(self, chunk: AudioChunk, anchor: tuple[float, float] | None) -> tuple[float, float] | None:
+        """Wait until ``chunk`` is due at the current speed; returns the pacing origin."""
+        while not self._stop.is_set():
+            speed = self._speed
+            if speed is None:
+                return None
+            if self._retime or anchor is None:
+                anchor = (self._clock(), chunk.t0)
+                self._retime = False
+            wait = anchor[0] + (chunk.t1 - anchor[1]) / speed - self._clock()
+            if wait <= 0:
+                return anchor
+            self._stop.wait(min(wait, _POLL))
+        return anchor
