@@ -38,7 +38,8 @@ def main() -> int:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {value:.6f}")
 
     gpu32 = Embedder(load_ecapa(resolve_checkpoint(quiet=True)), device="cuda", precision="fp32")
-    report("CUDA fp32 vs CPU fp32, min cosine", cos(gpu32.embed(wavs), cpu).min(), cos(gpu32.embed(wavs), cpu).min() > 0.9999)
+    value = cos(gpu32.embed(wavs), cpu).min()
+    report("CUDA fp32 vs CPU fp32, min cosine", value, value > 0.9999)
     for precision in ("fp16", "bf16"):
         low = Embedder(gpu32.model, device="cuda", precision=precision)
         value = cos(low.embed(wavs), cpu).min()

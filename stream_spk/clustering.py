@@ -19,11 +19,12 @@ from stream_spk.types import Relabel
 class ClusterConfig:
     """Clustering thresholds (cosine) and evidence rules; defaults tuned on the dev set."""
 
-    assign_threshold: float = 0.35  # >= this: the window is this speaker's and updates its centroid
-    new_threshold: float = 0.25  # < this to everyone: evidence for a new speaker
+    assign_threshold: float = 0.3  # >= this: the window is this speaker's and updates its centroid
+    new_threshold: float = 0.2  # < this to everyone: evidence for a new speaker
     merge_threshold: float = 0.55  # two centroids this close are one speaker
-    min_new_speech: float = 2.0  # seconds of speech a candidate needs to become a speaker
-    candidate_consistency: float = 0.45  # mean cosine of a candidate's windows to its centroid
+    min_new_speech: float = 1.5  # seconds of speech a candidate needs to become a speaker
+    min_new_windows: int = 3  # ... spread over at least this many windows (one window is never enough)
+    candidate_consistency: float = 0.55  # mean cosine of a candidate's windows to its centroid
     candidate_timeout: float = 8.0  # stream seconds without new evidence before a candidate is dropped
     profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
     adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
@@ -186,6 +187,7 @@ class OnlineClusterer:
         cfg = self.config
         events: list[Relabel] = []
         if not cluster.confirmed and cluster.speech >= cfg.min_new_speech \
+                and cluster.count >= cfg.min_new_windows \
                 and self._consistency(cluster) >= cfg.candidate_consistency:
             cluster.confirmed = True
         # merge with the most similar other cluster if close enough
@@ -199,8 +201,8 @@ class OnlineClusterer:
                 continue
             if cluster.name is not None or other.name is not None:
                 continue
-            needed = cfg.merge_threshold if (cluster.confirmed and other.confirmed) else cfg.assign_threshold
-            if sim >= needed and (cluster.count >= 2 or other.confirmed):
+            # a one-window candidate is too noisy to merge on; it gathers evidence or expires
+            if sim >= cfg.merge_threshold and min(cluster.count, other.count) >= 2:
                 keep, drop = (other, cluster) if other.created <= cluster.created else (cluster, other)
                 events.append(self._merge_into(keep, drop, time, "merge"))
                 cluster = keep

@@ -61,7 +61,9 @@ class SpeakerTurn:
     the previous provisional one entirely.
     ``label`` is the speaker's current display label: an enrolled name, or ``speaker N``;
     ``name`` is set when the speaker is an enrolled (known) speaker.
-    ``emitted_at`` is the stream time at which the decision was made (latency = emitted_at - start).
+    ``emitted_at`` is the stream time at which this version was decided: the stretch it added
+    (since the previous version of the turn) was labelled at most the declared latency after it
+    was heard. Provisional turns have ``turn_id == -1``.
     """
 
     turn_id: int

@@ -25,7 +25,7 @@ class VadConfig:
     """Voice activity settings; the defaults were chosen on the dev set (see README)."""
 
     backend: Backend = "silero"
-    threshold: float = 0.5  # speech starts when a frame scores >= threshold
+    threshold: float = 0.35  # speech starts when a frame scores >= threshold (silero; dev-set choice)
     neg_threshold: float | None = None  # ... and continues while >= this (default threshold - 0.15)
     webrtc_mode: int = 2  # webrtcvad aggressiveness 0..3
     webrtc_frame_ms: int = 30  # 10, 20 or 30

@@ -57,16 +57,24 @@ def test_one_noisy_window_never_creates_a_speaker():
     assert len(c.clusters) == 1  # the one-window candidate is gone
 
 
-def test_duplicate_clusters_are_merged_with_a_relabel():
-    cents = _centroids(1)
+def test_clusters_that_become_close_are_merged_with_a_relabel():
     rng = np.random.default_rng(5)
-    c = OnlineClusterer(ClusterConfig(assign_threshold=0.95, new_threshold=0.9, merge_threshold=0.6,
-                                      min_new_speech=1.0))
-    events = []
-    for i in range(30):
-        events += c.observe(_draw(cents[0], rng, spread=0.3), 1.5, 0.5 * i + 1.5).events
-    assert any(ev.reason == "merge" for ev in events)
-    assert sum(cl.confirmed for cl in c.clusters) == 1
+    u, noise = _centroids(2, seed=7)
+    v = noise - (noise @ u) * u + 0.15 * u  # cosine(u, v) ~0.15: looks like a second voice at first
+    v /= np.linalg.norm(v)
+    w = (u + v) / np.linalg.norm(u + v)  # later windows sit between the two (cosine ~0.76 to each)
+    c = OnlineClusterer()
+    events, t = [], 1.5
+    for centre in [u] * 8 + [v] * 8:
+        events += c.observe(_draw(centre, rng, spread=0.2), 1.5, t, speech=0.5).events
+        t += 0.5
+    assert sum(cl.confirmed for cl in c.clusters) == 2 and not events
+    for _ in range(30):
+        events += c.observe(_draw(w, rng, spread=0.2), 1.5, t, speech=0.5).events
+        t += 0.5
+    merges = [ev for ev in events if ev.reason == "merge"]
+    assert merges and (merges[0].old, merges[0].new) == ("speaker 2", "speaker 1")
+    assert sum(cl.confirmed for cl in c.clusters) == 1 and c.resolve("speaker 2") == "speaker 1"
 
 
 def test_enrolled_profiles_are_matched_first():

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from fakes import EnergyScorer, ToneEmbedder, meeting, silence
+
 from stream_spk.pipeline import Pipeline, PipelineConfig
 from stream_spk.types import AudioChunk, Relabel, SpeakerTurn, SpeechEnd, SpeechStart, Stats
 from stream_spk.vad import VadConfig, VadSegmenter

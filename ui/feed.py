@@ -110,6 +110,10 @@ class Feed:
     def _pace(self, chunk: AudioChunk, anchor: tuple[float, float] | None) -> tuple[float, float] | None:
         """Wait until ``chunk`` is due at the current speed; returns the pacing origin."""
         while not self._stop.is_set():
+            if self._paused.is_set() and not self.live:  # hold this chunk until resumed
+                self._between()
+                self._stop.wait(_POLL)
+                continue
             speed = self._speed
             if speed is None:
                 return None

@@ -77,6 +77,7 @@ class SourceBar(QWidget):
         self.path_edit.textChanged.connect(lambda _: self.sourceChanged.emit())
         self._playback_reason: str | None = None
         self._devices_error: str | None = None
+        self._default_device: int | None = None
 
         row = QHBoxLayout(self)
         row.setContentsMargins(6, 4, 6, 4)
@@ -112,9 +113,14 @@ class SourceBar(QWidget):
         self.file_radio.setChecked(True)
 
     def device(self) -> int | None:
-        """The chosen input device index (None: the default device)."""
+        """The chosen input device index; None for the system's default input device."""
         data = self.device_combo.currentData()
-        return int(data) if isinstance(data, int) and data >= 0 else None
+        if not isinstance(data, int) or data < 0 or data == self._default_device:
+            return None
+        return int(data)
+
+    def device_name(self) -> str:
+        return self.device_combo.currentText()
 
     def speed(self) -> float | None:
         return self.speed_combo.currentData()
@@ -134,6 +140,7 @@ class SourceBar(QWidget):
         """Fill the device picker; ``error`` (no PortAudio...) or no devices disables the microphone."""
         self.device_combo.clear()
         self._devices_error = error
+        self._default_device = None
         if error is not None:
             self.device_combo.addItem("microphone unavailable", -1)
             self.device_combo.setToolTip(error)
@@ -142,6 +149,7 @@ class SourceBar(QWidget):
             self.device_combo.addItem("no input device found", -1)
             self.device_combo.setToolTip(self._devices_error)
         else:
+            self._default_device = next((int(d["index"]) for d in devices if d.get("is_default")), None)
             for d in devices:
                 mark = " (default)" if d.get("is_default") else ""
                 self.device_combo.addItem(f"{d['index']}: {d['name']}{mark}", int(d["index"]))

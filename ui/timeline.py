@@ -86,16 +86,18 @@ class LaneAxis(pg.AxisItem):
         super().drawPicture(p, axisSpec, tickSpecs, [])
         p.setRenderHint(QPainter.Antialiasing, True)
         base = QFont(self.style["tickFont"]) if self.style["tickFont"] is not None else QFont()
-        for rect, flags, text in textSpecs:
+        right = self.boundingRect().right() - 8
+        for rect, _flags, text in textSpecs:
             font = QFont(base)
             font.setBold(text in self._known)
             p.setFont(font)
             metrics = QFontMetrics(font)
-            shown = metrics.elidedText(text, Qt.ElideRight, int(rect.width()) - 22)
-            p.setPen(QColor(colors.TEXT))
-            p.drawText(rect.adjusted(0, 0, -4, 0), int(flags), shown)
+            shown = metrics.elidedText(text, Qt.ElideRight, int(right) - 26)
             width = metrics.horizontalAdvance(shown)
-            swatch = QRectF(rect.right() - 4 - width - 16, rect.center().y() - 6, 12, 12)
+            box = QRectF(right - width, rect.center().y() - metrics.height(), width, 2 * metrics.height())
+            p.setPen(QColor(colors.TEXT))
+            p.drawText(box, int(Qt.AlignRight | Qt.AlignVCenter), shown)
+            swatch = QRectF(right - width - 18, rect.center().y() - 6, 12, 12)
             p.setPen(Qt.NoPen)
             p.setBrush(QColor(self._colors.get(text, colors.TEXT)))
             p.drawRoundedRect(swatch, 3, 3)

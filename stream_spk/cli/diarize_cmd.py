@@ -124,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
     wall = sum(r["wall"] for r in results)
     print(f"diarized {len(results)} file(s), {audio:.1f} s of audio at {audio / wall if wall else 0:.1f}x real time "
           f"-> {out_dir}", file=sys.stderr)
-    for f, reason in failed:
-        print(f"stream-spk: error: {reason}", file=sys.stderr)
+    for _file, reason in failed:
+        print(f"stream-spk: error: {reason}", file=sys.stderr)  # the reason names the file
     return 1 if failed else 0

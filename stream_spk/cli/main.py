@@ -15,6 +15,7 @@ from . import (
     embed_cmd,
     enroll_cmd,
     eval_cmd,
+    gui_cmd,
     live_cmd,
     models_cmd,
     replay_cmd,
@@ -22,7 +23,7 @@ from . import (
 )
 
 COMMANDS = (models_cmd, embed_cmd, replay_cmd, live_cmd, diarize_cmd, enroll_cmd, speakers_cmd, eval_cmd,
-            devices_cmd)
+            devices_cmd, gui_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,91 @@
+"""Streaming DER, label latency and throughput on the dev set (or any folder of WAV + RTTM).
+
+    python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--vad silero|webrtc] [--latency 1.0]
+
+Runs every FOLDER/*.wav through the same path as `stream-spk diarize` (the streaming pipeline,
+fed as fast as possible, final labels exactly as the stream emitted them), then prints DER at
+collar 0.25 and 0 (overlap scored) per file, per subset and overall with false alarm / miss /
+confusion, the emitted-label latency (median, p95) and throughput (audio s per wall s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stream_spk.cli.diarize_cmd import diarize_file
+from stream_spk.evaluation import der_report, format_report
+from stream_spk.rttm import read_rttm
+from stream_spk.session import SessionOptions, build_pipeline
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
+
+
+def subset(uri: str) -> str:
+    return re.sub(r"\d+$", "", uri).rstrip("_") or uri
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", default=str(DEFAULT))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--vad", default="silero")
+    parser.add_argument("--vad-threshold", type=float)
+    parser.add_argument("--latency", type=float, default=1.0)
+    args = parser.parse_args()
+    folder = Path(args.folder)
+    wavs = sorted(folder.glob("*.wav"))
+    if not wavs:
+        print(f"no .wav files in {folder}", file=sys.stderr)
+        return 2
+    options = SessionOptions(precision=args.precision, vad=args.vad, vad_threshold=args.vad_threshold,
+                             latency=args.latency, use_profiles=False)
+    pipeline = build_pipeline(options)
+    print(f"precision {pipeline.embedder.precision}, device {pipeline.embedder.device}, vad {args.vad}, "
+          f"latency {args.latency}s, {len(wavs)} files", flush=True)
+    lat: list[float] = []
+    audio = wall = 0.0
+    with tempfile.TemporaryDirectory() as out:
+        for wav in wavs:
+            t0 = time.perf_counter()
+            res = diarize_file(str(wav), out, options, pipeline=pipeline)
+            wall += time.perf_counter() - t0
+            audio += res["audio"]
+            lat += res["latencies"]
+        hyp: dict = {}
+        ref: dict = {}
+        for wav in wavs:
+            hyp.update(read_rttm(Path(out) / f"{wav.stem}.rttm") or {wav.stem: []})
+            rttm = wav.with_suffix(".rttm")
+            if rttm.exists():
+                ref.update(read_rttm(rttm))
+    for collar in (0.25, 0.0):
+        report = der_report(ref, {k: v for k, v in hyp.items() if k in ref}, collar=collar)
+        print(f"\n== DER, collar {collar} (overlap scored) ==")
+        print(format_report(report))
+        by_subset: dict[str, list] = {}
+        for f in report.files:
+            by_subset.setdefault(subset(f.uri), []).append(f)
+        print("per subset (speech-weighted):")
+        for name, files in sorted(by_subset.items()):
+            sp = sum(f.speech for f in files)
+            der = sum(f.der * f.speech for f in files) / sp if sp else float("nan")
+            fa = sum(f.false_alarm * f.speech for f in files) / sp if sp else float("nan")
+            miss = sum(f.missed * f.speech for f in files) / sp if sp else float("nan")
+            conf = sum(f.confusion * f.speech for f in files) / sp if sp else float("nan")
+            print(f"  {name:16s} DER {der:6.1%}  FA {fa:6.1%}  miss {miss:6.1%}  conf {conf:6.1%}  ({sp:.0f} s)")
+    arr = np.asarray(lat) if lat else np.zeros(1)
+    print(f"\nemitted-label latency (stream s from a piece's first sample to its final label): "
+          f"median {np.median(arr):.2f} s, p95 {np.percentile(arr, 95):.2f} s, max {arr.max():.2f} s")
+    print(f"throughput: {audio:.0f} s of audio in {wall:.1f} s = {audio / wall:.1f}x real time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

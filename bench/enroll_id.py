@@ -1,0 +1,315 @@
+"""Recognition of enrolled speakers in a streamed meeting; calibration of ``profile_threshold``.
+
+    OMP_NUM_THREADS=1 python bench/enroll_id.py [--profile-threshold T ...] [--latency 1.0]
+                                                [--precision bf16] [--timing] [--cli-timing]
+
+Enrolls VCTK p225..p228 from ``data/enroll/vctk_p22x/*.wav`` (3 utterances each, none of them in
+the meeting) with :func:`enroll_audio` and the real ECAPA weights into a temporary store, streams
+``data/dev/dev_vctk4.wav`` (3.4 min, the same 4 speakers; reference labels ``vctk_p225`` ...
+map to the enrolled names ``p225`` ...) through the streaming :class:`Pipeline` (silero VAD,
+latency 1.0 s, labels exactly as the stream finalised them) and scores, on a 10 ms grid:
+
+- ident: share of an enrolled speaker's reference speech (where they speak alone) whose final
+  label is their name. Missed speech counts against it.
+- wrong: share of it labelled with another enrolled name.
+- false-name: share of the non-enrolled speakers' speech (where they speak alone) labelled with
+  any enrolled name.
+- DER (collar 0.25, overlap scored; pyannote's optimal label mapping) and, with all four
+  enrolled, IER: pyannote's identification error rate (collar 0.25, no mapping: the reference
+  labels mapped to the names, so every anonymous or wrong label is an error).
+
+Scenarios: none enrolled (baseline), all four enrolled, p225+p226 enrolled (p227/p228 unknown),
+p227+p228 enrolled (p225/p226 unknown). Window embeddings are cached across runs (the windows
+depend only on the audio), so a sweep costs one embedding pass.
+
+Calibration (2025-11, this 2-core Xeon, bf16, silero VAD, latency 1.0; the criterion is
+identification >= 95% in every scenario with false-name <= 2%, most margin)::
+
+    OMP_NUM_THREADS=1 python bench/enroll_id.py --profile-threshold 0.25 0.3 0.35 0.4 0.45 0.5 0.55 0.6
+
+CALIBRATION_TABLE
+
+Enrollment timing (``--timing``; 2 threads, model loaded and warmed up, bf16): TIMING_LINE
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from stream_spk.clustering import ClusterConfig
+from stream_spk.enrollment import enroll_audio
+from stream_spk.evaluation import der_report
+from stream_spk.pipeline import Pipeline, PipelineConfig
+from stream_spk.rttm import read_rttm
+from stream_spk.session import open_store
+from stream_spk.types import AudioChunk, SpeakerTurn
+from stream_spk.vad import VadConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SPEAKERS = ("p225", "p226", "p227", "p228")
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "all four": SPEAKERS,
+    "p225+p226": ("p225", "p226"),
+    "p227+p228": ("p227", "p228"),
+}
+FRAME = 0.01  # scoring grid (s)
+IDENT_TARGET, FALSE_NAME_LIMIT = 0.95, 0.02
+
+
+class CachedEmbedder:
+    """Wraps an embedder; windows already embedded (same samples) are served from a cache."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.min_samples = inner.min_samples
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    def embed(self, wavs):
+        keys = [hashlib.sha1(np.ascontiguousarray(w, np.float32).tobytes()).digest() for w in wavs]
+        todo = {k: w for k, w in zip(keys, wavs, strict=True) if k not in self._cache}
+        if todo:
+            for k, e in zip(todo, self.inner.embed(list(todo.values())), strict=True):
+                self._cache[k] = np.asarray(e, np.float32)
+        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 192), np.float32)
+
+
+def read(path: Path) -> np.ndarray:
+    x, sr = sf.read(path, dtype="float32")
+    assert sr == 16000 and x.ndim == 1, path
+    return x
+
+
+def enroll_all(embedder, store_path: Path, enroll_dir: Path) -> dict[str, object]:
+    """Enroll every speaker of SPEAKERS; returns {name: KnownSpeaker}."""
+    out = {}
+    with open_store(store_path) as store:
+        for name in SPEAKERS:
+            files = sorted((enroll_dir / f"vctk_{name}").glob("*.wav"))
+            res = enroll_audio(name, [(f.name, read(f)) for f in files], embedder, store)
+            assert res.accepted, res
+            notes = f" ({', '.join(res.codes)})" if res.feedback else ""
+            print(f"enrolled {name}: {res.speech_seconds:.1f} s of speech, {res.n_windows} windows{notes}",
+                  flush=True)
+            out[name] = res.speaker
+    return out
+
+
+def stream(embedder, audio: np.ndarray, profiles: list, threshold: float, latency: float,
+           chunk: float = 4.0) -> list[tuple[float, float, str]]:
+    """Final turns (start, end, label) as the stream emitted them."""
+    cfg = PipelineConfig(latency=latency, step=0.5 if latency >= 1.0 else max(0.1, latency / 2),
+                         vad=VadConfig(backend="silero"), cluster=ClusterConfig(profile_threshold=threshold))
+    pipe = Pipeline(embedder, cfg, profiles=profiles)
+    finals: dict[int, tuple[float, float, str]] = {}
+    n = int(chunk * 16000)
+
+    def take(events):
+        for ev in events:
+            if isinstance(ev, SpeakerTurn) and ev.status == "final":
+                finals[ev.turn_id] = (ev.start, ev.end, ev.label)
+
+    for i in range(0, audio.size, n):
+        take(pipe.process(AudioChunk(audio[i : i + n], i / 16000)))
+    take(pipe.flush())
+    return sorted(finals.values())
+
+
+def frames_of(turns, n_frames: int) -> list[set[str]]:
+    out: list[set[str]] = [set() for _ in range(n_frames)]
+    for s, e, label in turns:
+        for k in range(int(round(s / FRAME)), min(n_frames, int(round(e / FRAME)))):
+            out[k].add(label)
+    return out
+
+
+def score(ref_turns, hyp_turns, enrolled: tuple[str, ...], duration: float) -> dict:
+    """ident / wrong per enrolled speaker, false-name over the others, DER and (all enrolled) IER."""
+    n = int(np.ceil(duration / FRAME)) + 1
+    ref = frames_of([(s, e, lab.removeprefix("vctk_")) for s, e, lab in ref_turns], n)
+    hyp = frames_of(hyp_turns, n)
+    names = set(enrolled)
+    right: dict[str, int] = dict.fromkeys(SPEAKERS, 0)
+    wrong: dict[str, int] = dict.fromkeys(SPEAKERS, 0)
+    total: dict[str, int] = dict.fromkeys(SPEAKERS, 0)
+    missed = 0
+    for r, h in zip(ref, hyp, strict=True):
+        if len(r) != 1:
+            continue
+        (who,) = r
+        total[who] += 1
+        missed += not h
+        if who in h:
+            right[who] += 1
+        elif h & names:
+            wrong[who] += 1
+    res: dict = {"ident": {}, "wrong": {}, "missed": missed / sum(total.values())}
+    for who in enrolled:
+        res["ident"][who] = right[who] / total[who]
+        res["wrong"][who] = wrong[who] / total[who]
+    known = [w for w in SPEAKERS if w in names]
+    unknown = [w for w in SPEAKERS if w not in names]
+    res["ident_all"] = sum(right[w] for w in known) / sum(total[w] for w in known) if known else float("nan")
+    res["false_name"] = (sum(wrong[w] + right[w] for w in unknown) / sum(total[w] for w in unknown)
+                         if unknown else float("nan"))  # an unknown voice has no right name: right[] is 0
+    uri = "dev_vctk4"
+    res["der"] = der_report({uri: ref_turns}, {uri: hyp_turns}, collar=0.25).total.der
+    res["ier"] = float("nan")
+    if len(known) == len(SPEAKERS):
+        from pyannote.core import Annotation, Segment
+        from pyannote.metrics.identification import IdentificationErrorRate
+
+        def ann(turns):
+            a = Annotation(uri=uri)
+            for k, (s, e, lab) in enumerate(turns):
+                a[Segment(s, e), k] = lab
+            return a
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res["ier"] = IdentificationErrorRate(collar=0.25)(
+                ann([(s, e, lab.removeprefix("vctk_")) for s, e, lab in ref_turns]), ann(hyp_turns))
+    return res
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:5.1f}" if np.isfinite(x) else "    -"
+
+
+def time_enrollment(embedder, enroll_dir: Path, repeats: int = 5) -> None:
+    """enroll_audio on ~10 s of speech (one person's utterances) with a loaded, warmed-up model."""
+    files = sorted((enroll_dir / "vctk_p226").glob("*.wav"))
+    audio = [(f.name, read(f)) for f in files[:2]]  # p226_022 + p226_023: 17.5 s, ~10 s of speech once trimmed
+    audio = [(label, x) for label, x in audio]
+    times, speech = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats + 1):
+            with open_store(Path(tmp) / f"t{k}.sqlite3") as store:
+                t0 = time.perf_counter()
+                res = enroll_audio("Timing Test", audio, embedder, store)
+                dt = time.perf_counter() - t0
+            speech = res.speech_seconds
+            if k:  # the first call warms up the VAD and the model's kernels
+                times.append(dt)
+            else:
+                print(f"enroll_audio, first call in the process: {dt:.2f} s", flush=True)
+    print(f"enroll_audio on {speech:.1f} s of speech ({sum(x.size for _, x in audio) / 16000:.1f} s of audio), "
+          f"warm, {repeats} runs: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
+          f"(torch threads {__import__('torch').get_num_threads()})", flush=True)
+
+
+def time_cli(enroll_dir: Path, model_file: str | None) -> None:
+    """Whole-process `stream-spk enroll NAME FILE...` (imports, model load, enrollment, store)."""
+    files = [str(f) for f in sorted((enroll_dir / "vctk_p226").glob("*.wav"))[:2]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(2):
+            cmd = [sys.executable, "-m", "stream_spk", "enroll", f"Cli {k}", *files,
+                   "--profiles", str(Path(tmp) / "cli.sqlite3")]
+            if model_file:
+                cmd += ["--model-file", model_file]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            dt = time.perf_counter() - t0
+            print(f"`stream-spk enroll` whole process, run {k + 1}: {dt:.2f} s (exit {proc.returncode})", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import stream_spk.cli.main, torch, stream_spk.models.embedder"],
+                       check=True)
+        print(f"  of which python start + imports (cli, torch, model code): {time.perf_counter() - t0:.2f} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile-threshold", type=float, nargs="+", default=[ClusterConfig().profile_threshold],
+                    metavar="T", help="profile thresholds to evaluate (default: the ClusterConfig default)")
+    ap.add_argument("--latency", type=float, default=1.0)
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--data", default=str(DATA), help="folder holding dev/ and enroll/")
+    ap.add_argument("--model-file", help="ECAPA checkpoint (default: the cached download)")
+    ap.add_argument("--timing", action="store_true", help="only time enroll_audio on ~10 s of speech")
+    ap.add_argument("--cli-timing", action="store_true", help="only time the whole `stream-spk enroll` process")
+    args = ap.parse_args()
+    data = Path(args.data)
+    enroll_dir = data / "enroll"
+    if args.cli_timing:
+        time_cli(enroll_dir, args.model_file)
+        return 0
+
+    from stream_spk.models.embedder import Embedder
+
+    t0 = time.perf_counter()
+    inner = Embedder.from_checkpoint(args.model_file, device="cpu", precision=args.precision, quiet=True)
+    print(f"model loaded in {time.perf_counter() - t0:.1f} s; precision {inner.precision}, "
+          f"torch threads {__import__('torch').get_num_threads()}", flush=True)
+    if args.timing:
+        time_enrollment(inner, enroll_dir)
+        return 0
+
+    embedder = CachedEmbedder(inner)
+    with tempfile.TemporaryDirectory() as tmp:
+        known = enroll_all(inner, Path(tmp) / "profiles.sqlite3", enroll_dir)
+    names = list(known)
+    cents = np.stack([known[n].centroid for n in names])
+    sim = cents @ cents.T
+    print("enrolled centroid cosines: " + ", ".join(
+        f"{names[i]}-{names[j]} {sim[i, j]:.2f}" for i in range(len(names)) for j in range(i + 1, len(names))))
+
+    wav = data / "dev" / "dev_vctk4.wav"
+    audio = read(wav)
+    ref_turns = read_rttm(wav.with_suffix(".rttm"))["dev_vctk4"]
+    duration = audio.size / 16000
+    head = (f"{'T':>5} {'scenario':<10} {'ident':>6} " + " ".join(f"{s:>5}" for s in SPEAKERS)
+            + f" {'wrong':>6} {'false':>6} {'miss':>6} {'DER':>6} {'IER':>6}")
+    print("\nident/wrong: % of an enrolled speaker's solo speech labelled with their / another enrolled name;"
+          "\nfalse: % of non-enrolled speakers' solo speech labelled with an enrolled name;"
+          "\nmiss: % of all solo speech with no final label (VAD misses; part of every ident);"
+          f"\nDER / IER at collar 0.25 (latency {args.latency} s)\n")
+    print(head)
+    print("-" * len(head))
+    verdicts = []
+    for t in args.profile_threshold:
+        worst_ident, worst_false = 1.0, 0.0
+        for scen, enrolled in SCENARIOS.items():
+            if not enrolled and t != args.profile_threshold[0]:
+                continue  # the baseline does not depend on T
+            t1 = time.perf_counter()
+            hyp = stream(embedder, audio, [known[n] for n in enrolled], t, args.latency)
+            res = score(ref_turns, hyp, enrolled, duration)
+            per = " ".join(pct(res["ident"][s]) if s in res["ident"] else "    -" for s in SPEAKERS)
+            wrong = sum(res["wrong"].values()) / len(enrolled) if enrolled else float("nan")
+            print(f"{t:5.2f} {scen:<10} {pct(res['ident_all']):>6} {per} {pct(wrong):>6} "
+                  f"{pct(res['false_name']):>6} {pct(res['missed']):>6} {pct(res['der']):>6} {pct(res['ier']):>6}"
+                  f"   ({time.perf_counter() - t1:.0f} s)", flush=True)
+            if enrolled:
+                worst_ident = min(worst_ident, res["ident_all"])
+            if np.isfinite(res["false_name"]):
+                worst_false = max(worst_false, res["false_name"])
+        margin = min(worst_ident - IDENT_TARGET, FALSE_NAME_LIMIT - worst_false)
+        verdicts.append((t, worst_ident, worst_false, margin))
+    print("\nT      worst ident  worst false-name  margin (min of ident-95%, 2%-false)")
+    for t, wi, wf, m in verdicts:
+        print(f"{t:5.2f}  {pct(wi):>10}%  {pct(wf):>15}%  {100 * m:+6.1f} {'ok' if m >= 0 else ''}")
+    ok = [v for v in verdicts if v[3] >= 0]
+    if ok:
+        best = max(ok, key=lambda v: v[3])
+        print(f"best: profile_threshold {best[0]:.2f} (margin {100 * best[3]:+.1f} points)")
+    else:
+        print("no threshold meets identification >= 95% with false-name <= 2%")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    sys.exit(main())
