@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("recording", nargs="?", help="audio file (default: dev_vctk4.wav)")
     parser.add_argument("--speed", type=float, default=4.0, help="replay speed (default: 4)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this much stream time")
+    parser.add_argument("--max-wall", type=float, default=300.0,
+                        help="stop the replay after this many wall seconds (default: %(default)s)")
     args = parser.parse_args()
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -83,17 +85,19 @@ def main() -> int:
             if last[0] is not None:
                 gaps.append(now - last[0])
         last[0] = now
-        if args.seconds is not None and window.running and window._stream_now >= args.seconds:
+        over_time = args.seconds is not None and window._stream_now >= args.seconds
+        if window.running and (over_time or now - start_wall > args.max_wall):
             window.stop_session()
 
+    load_before = os.getloadavg()[0]
+    start_wall = time.perf_counter()
     heart = QTimer()
     heart.setInterval(HEARTBEAT_MS)
     heart.timeout.connect(beat)
     heart.start()
     window.bridge.sessionEnded.connect(lambda _msg: QTimer.singleShot(200, app.quit))
-    t0 = time.perf_counter()
     app.exec_()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - start_wall
     heart.stop()
     window.close()
     if not gaps:
@@ -105,8 +109,10 @@ def main() -> int:
     audio = window.last_session.audio_seconds if window.last_session else 0.0
     print(f"recording: {recording} ({audio:.1f} s at {args.speed:g}x, {wall:.1f} s wall, "
           f"platform {app.platformName()})")
+    print(f"machine load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"heartbeats: {len(g)}; stall beyond {HEARTBEAT_MS} ms: p50 {np.percentile(g, 50):.1f} ms, "
-          f"p99 {np.percentile(g, 99):.1f} ms, max {g.max():.1f} ms")
+          f"p99 {np.percentile(g, 99):.1f} ms, max {g.max():.1f} ms; {int((g > 50).sum())} over 50 ms")
     print(f"GUI frame (drain + redraw): mean {f.mean():.1f} ms, p99 {np.percentile(f, 99):.1f} ms, "
           f"max {f.max():.1f} ms over {len(f)} frames")
     print(f"pipeline real-time factor: {rtf:.3f}")

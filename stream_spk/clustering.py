@@ -94,8 +94,10 @@ class OnlineClusterer:
         self._next_number = 1
         for p in self._profiles:
             centroid = np.asarray(p.centroid, np.float32)
-            self.clusters.append(Cluster(label=p.name, sum=centroid / np.linalg.norm(centroid), count=1,
-                                         confirmed=True, name=p.name, fixed=True))
+            # weighted by its enrollment material, so that (optional) adaptation moves it slowly
+            weight = max(1, int(getattr(p, "n_embeddings", 1) or 1))
+            self.clusters.append(Cluster(label=p.name, sum=weight * centroid / np.linalg.norm(centroid),
+                                         count=weight, confirmed=True, name=p.name, fixed=True))
         self._aliases: dict[str, str] = {}
 
     # --- queries -------------------------------------------------------------------------

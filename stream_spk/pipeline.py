@@ -291,8 +291,9 @@ class Pipeline:
         if scores is None or scores.size == 0:
             return []
         idx, score = self.clusterer.pick(scores)
-        if idx < 0:
-            return []
+        if idx < 0:  # only enrolled speakers so far, none above its threshold: the closest one
+            idx = int(np.argmax(scores))
+            score = float(scores[idx])
         cluster = self.clusterer.clusters[idx]
         start, end = a / SAMPLE_RATE, b / SAMPLE_RATE
         self.latencies.append(now - start)

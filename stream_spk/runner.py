@@ -49,11 +49,9 @@ class StreamRunner:
         self.on_chunk = on_chunk
         self.clock = clock
         self._stop = threading.Event()
-        self._paused = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
-        self._paused.clear()
         stopper = getattr(self.source, "stop", None)
         if callable(stopper):
             stopper()

@@ -27,6 +27,7 @@ class SessionOptions:
     vad_threshold: float | None = None
     profiles: str | os.PathLike | None = None  # None: $STREAM_SPK_PROFILES or the user store, if present
     use_profiles: bool = True
+    create_profiles: bool = False  # a missing --profiles store is fine (it is created when saving)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def pipeline_config(self) -> PipelineConfig:
@@ -36,7 +37,7 @@ class SessionOptions:
         return PipelineConfig(latency=self.latency, step=step, vad=vad, cluster=self.cluster)
 
 
-def load_profiles(options: SessionOptions, embedder=None) -> list:
+def load_profiles(options: SessionOptions) -> list:
     """Enrolled speakers for the session (empty when there is no store or profiles are off)."""
     if not options.use_profiles:
         return []
@@ -44,7 +45,7 @@ def load_profiles(options: SessionOptions, embedder=None) -> list:
 
     path = Path(options.profiles) if options.profiles else default_profiles_path()
     if not path.exists():
-        if options.profiles:  # the user named a store that is not there
+        if options.profiles and not options.create_profiles:  # the user named a store that is not there
             from stream_spk.errors import ProfileError
 
             raise ProfileError(f"profile store {path} does not exist (enroll someone first: stream-spk enroll)")
@@ -68,9 +69,10 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
     """A :class:`Pipeline` with the real ECAPA-TDNN and any enrolled profiles."""
     options = options or SessionOptions()
     config = options.pipeline_config()
+    profiles = load_profiles(options)  # store problems show before the model loads
     if embedder is None:
         from stream_spk.models.embedder import Embedder
 
         embedder = Embedder.from_checkpoint(options.model_file, device=options.compute_device,
                                             precision=options.precision, quiet=quiet)
-    return Pipeline(embedder, config, profiles=load_profiles(options))
+    return Pipeline(embedder, config, profiles=profiles)

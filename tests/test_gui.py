@@ -183,6 +183,7 @@ def test_enroll_dialog_checks_then_saves_a_file(qtbot, tmp_path, real_factory):
     short = tmp_path / "short.wav"
     sf.write(short, clips[0], 16000)
     window = make_window(qtbot, tmp_path, real_factory)
+    qtbot.waitUntil(lambda: window.source_bar.microphone_error is not None, timeout=2000)
     dlg = window.open_enroll_dialog()
     assert dlg.known_names() == [] and not dlg.record_button.isEnabled()  # no microphone here
     # too little speech: refused, nothing to save
@@ -376,11 +377,13 @@ def test_enrollment_recording_with_an_injected_microphone(qtbot, tmp_path):
 
 
 @pytest.mark.real_model
-def test_cli_replay_screenshot_and_exit(qtbot, tmp_path, mix, monkeypatch):
+def test_cli_replay_screenshot_and_exit(qtbot, tmp_path, mix, monkeypatch, real_factory):
     from stream_spk.cli.main import main
+    from stream_spk.ui import worker as worker_module
 
     shot = tmp_path / "cli.png"
     monkeypatch.setattr(app_module.MainWindow, "show", lambda self: None)  # keep the test window hidden
+    monkeypatch.setattr(worker_module, "default_pipeline_factory", real_factory)  # the model is loaded once
     code = main(["gui", "--replay", str(mix), "--fast", "--profiles", str(tmp_path / "p.sqlite3"),
                  "--screenshot", str(shot), "--screenshot-at", "6", "--exit-when-done"])
     assert code == 0 and shot.stat().st_size > 10000
@@ -395,3 +398,28 @@ def test_cli_argument_errors(capsys):
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["gui", "--speed", "2", "--fast"])
+
+
+def test_file_playback_at_1x_with_an_injected_output(qtbot, tmp_path):
+    from test_gui_logic import FakeOutput
+
+    one = tmp_path / "one.wav"
+    sf.write(one, _clips()[0], 16000)  # 0.9 s
+    streams = []
+
+    def output(rate, block, callback):
+        streams.append(FakeOutput(rate, block, callback))
+        return streams[-1]
+
+    window = make_window(qtbot, tmp_path, lambda opts, emb: FakePipeline(), output_factory=output,
+                         check_playback=lambda: None)
+    window.source_bar.set_file(one)
+    window.source_bar.set_speed(2.0)
+    assert not window.source_bar.play_check.isEnabled()  # playback only at 1x
+    window.source_bar.set_speed(1.0)
+    assert window.source_bar.play_check.isEnabled()
+    window.source_bar.play_check.setChecked(True)
+    assert window.start_session()
+    wait_done(qtbot, window, timeout=10000)
+    (stream,) = streams
+    assert stream.started and stream.closed

@@ -425,3 +425,46 @@ def test_file_source_for_replay_is_unpaced(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
     src = FileSource(tmp_path / "a.wav", chunk_seconds=0.25, speed=None)
     assert [round(c.t1, 2) for c in Feed(src)] == [0.25, 0.5, 0.75, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# playback
+class FakeOutput:
+    """OutputStream stand-in: ``pull(n)`` runs the callback like PortAudio would."""
+
+    def __init__(self, samplerate, blocksize, callback):
+        self.samplerate, self.blocksize, self.callback = samplerate, blocksize, callback
+        self.started = self.closed = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+    def pull(self, frames: int) -> np.ndarray:
+        out = np.full((frames, 1), 9.0, np.float32)
+        self.callback(out, frames, None, None)
+        return out[:, 0]
+
+
+def test_audio_player_plays_what_was_pushed_then_silence():
+    from stream_spk.ui.playback import AudioPlayer
+
+    streams = []
+    player = AudioPlayer(lambda rate, block, cb: streams.append(FakeOutput(rate, block, cb)) or streams[-1],
+                         max_seconds=1.0)
+    player.push(np.arange(5, dtype=np.float32))
+    player.push(np.arange(5, 8, dtype=np.float32))
+    (stream,) = streams
+    assert stream.started and stream.samplerate == 16000
+    assert stream.pull(6).tolist() == [0, 1, 2, 3, 4, 5]
+    assert stream.pull(4).tolist() == [6, 7, 0, 0] and player.underruns == 1
+    player.push(np.zeros(40000, np.float32))  # more than max_seconds: the oldest is dropped
+    assert player._queued <= 16000 + 40000
+    player.close()
+    assert stream.closed
+    player.close()

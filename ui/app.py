@@ -59,6 +59,7 @@ log = logging.getLogger("stream_spk.ui")
 FRAME_MS = 50  # GUI refresh period: drain the worker, redraw (20 fps at most)
 PACED_CHUNK = 0.25  # seconds per chunk for real-time sources (smooth meters)
 FAST_CHUNK = 0.5  # ... and as fast as possible (bigger batches)
+EXIT_JOIN_SECONDS = 20.0  # after the window closed: let the worker finish its chunk (never kill torch mid-call)
 
 
 @dataclass
@@ -297,7 +298,7 @@ class MainWindow(QMainWindow):
         if self.running and self.source_bar.kind() == "file":
             self._speed = speed
             self.worker.set_speed(speed)
-            self.status.message(f"replaying at {speed_label(speed)}")
+            self.status.message("replaying " + ("as fast as possible" if speed is None else f"at {speed_label(speed)}"))
 
     def _set_running(self, running: bool) -> None:
         self.running = running
@@ -333,7 +334,8 @@ class MainWindow(QMainWindow):
         if msg.duration is None:
             self.status.message("listening to the microphone…")
         else:
-            self.status.message(f"replaying {msg.description} ({msg.duration:.1f} s) at {speed_label(self._speed)}")
+            pace = "as fast as possible" if self._speed is None else f"at {speed_label(self._speed)}"
+            self.status.message(f"replaying {msg.description} ({msg.duration:.1f} s) {pace}")
 
     def _on_session_ended(self, msg: SessionEnded) -> None:
         self.model.end_of_stream()
@@ -421,6 +423,7 @@ class MainWindow(QMainWindow):
             dlg.profileRenamed.connect(self._profile_renamed)
             self.enroll_dialog = dlg
         self.enroll_dialog.refresh_known()
+        self.enroll_dialog.update_controls()
         self.enroll_dialog.show()
         self.enroll_dialog.raise_()
         return self.enroll_dialog
@@ -629,6 +632,7 @@ def run_gui(args: argparse.Namespace) -> int:
     window_ref: list = [None]
     previous_hook = sys.excepthook
     sys.excepthook = _excepthook(window_ref)
+    window = None
     try:
         window = MainWindow(session_options(args), launch_options(args))
         window_ref[0] = window
@@ -637,6 +641,8 @@ def run_gui(args: argparse.Namespace) -> int:
     finally:
         window_ref[0] = None
         sys.excepthook = previous_hook
+        if window is not None and not window.worker.shutdown(EXIT_JOIN_SECONDS):
+            log.warning("the worker thread is still busy; exiting anyway")
     return int(code or window.exit_code)
 
 

@@ -84,7 +84,7 @@ class EnrollDialog(QDialog):
         self._timer.setInterval(50)
         self._timer.timeout.connect(self._poll_recorder)
         self.refresh_known()
-        self._update()
+        self.update_controls()
 
     # ================= enroll tab =========================================================
     def _enroll_tab(self) -> QWidget:
@@ -100,6 +100,7 @@ class EnrollDialog(QDialog):
         self.remove_button.clicked.connect(self._remove_material)
         self.seconds_spin = QDoubleSpinBox()
         self.seconds_spin.setRange(3, 120)
+        self.seconds_spin.setDecimals(0)
         self.seconds_spin.setValue(15)
         self.seconds_spin.setSuffix(" s")
         self.record_button = QPushButton(self.style().standardIcon(QStyle.SP_MediaPlay), "Record")
@@ -121,6 +122,8 @@ class EnrollDialog(QDialog):
         self.check_progress.setFormat("")
         self.check_progress.setValue(0)
         self.feedback_list = QListWidget()
+        self.feedback_list.setWordWrap(True)
+        self.feedback_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
 
@@ -182,9 +185,9 @@ class EnrollDialog(QDialog):
         self._pending = None
         self.feedback_list.clear()
         self.verdict.setText("")
-        self._update()
+        self.update_controls()
 
-    def _update(self) -> None:
+    def update_controls(self) -> None:
         recording = self._recorder is not None
         mic_error = self._mic_error()
         self.record_button.setEnabled(not recording and not self._busy and mic_error is None)
@@ -204,7 +207,7 @@ class EnrollDialog(QDialog):
         self._recorder = rec
         rec.start()
         self._timer.start()
-        self._update()
+        self.update_controls()
 
     def stop_recording(self) -> None:
         if self._recorder is not None:
@@ -232,7 +235,7 @@ class EnrollDialog(QDialog):
             if samples.size >= 16000 * 0.5:
                 self.add_recording(samples)
                 self.record_progress.setFormat(f"recorded {samples.size / 16000:.1f} s")
-            self._update()
+            self.update_controls()
 
     # --- check and save -------------------------------------------------------------------
     def check(self) -> None:
@@ -267,7 +270,7 @@ class EnrollDialog(QDialog):
         else:
             self._pending = None
             self.verdict.setText(f"Not enrolled: {result.feedback[0].message if result.feedback else 'refused'}.")
-        self._update()
+        self.update_controls()
 
     def feedback_codes(self) -> list[str]:
         return [self.feedback_list.item(i).data(Qt.UserRole) for i in range(self.feedback_list.count())
@@ -288,7 +291,7 @@ class EnrollDialog(QDialog):
                              "total). It is recognised from the next session on.")
         self.refresh_known()
         self.profilesChanged.emit()
-        self._update()
+        self.update_controls()
 
     def _failed(self, text: str) -> None:
         self._set_busy(False, "")
@@ -301,7 +304,7 @@ class EnrollDialog(QDialog):
         else:
             self.check_progress.setValue(100 if text else 0)
         self.check_progress.setFormat(text)
-        self._update()
+        self.update_controls()
 
     @property
     def busy(self) -> bool:
@@ -442,7 +445,7 @@ class EnrollDialog(QDialog):
             self._recorder = None
         self._timer.stop()
         self._pending = None
-        self._update()
+        self.update_controls()
 
     def reject(self) -> None:
         self.abandon()

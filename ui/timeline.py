@@ -121,6 +121,7 @@ class TimelineView(QWidget):
         self.plot.setLabel("bottom", "stream time", units="s")
         bottom = self.plot.getAxis("bottom")
         bottom.setTextPen(QColor(colors.TEXT))
+        bottom.setZValue(-1)  # its grid lines go behind the bars
         self.axis.setTextPen(QColor(colors.TEXT))
         self.view = self.plot.getViewBox()
         self.view.setMouseEnabled(x=True, y=False)

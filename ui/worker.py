@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +47,8 @@ from stream_spk.ui.messages import (
 )
 
 log = logging.getLogger("stream_spk.ui")
+
+WORKER_NICE = 5  # niceness added to the worker thread (Linux), see SessionWorker._lower_priority
 
 PipelineFactory = Callable[[SessionOptions, Any], Pipeline]
 """``(options, embedder or None) -> Pipeline``; None means "load the model"."""
@@ -136,8 +140,9 @@ class SessionWorker:
     """Owns the worker thread; see the module docstring. GUI-thread methods return at once."""
 
     def __init__(self, options: SessionOptions | None = None, pipeline_factory: PipelineFactory | None = None,
-                 outbox: queue.Queue | None = None) -> None:
+                 outbox: queue.Queue | None = None, nice: int = WORKER_NICE) -> None:
         self.options = options or SessionOptions()
+        self.nice = nice
         self._factory = pipeline_factory or default_pipeline_factory
         self.outbox: queue.Queue = outbox or queue.Queue()
         self._inbox: queue.Queue = queue.Queue()
@@ -243,7 +248,19 @@ class SessionWorker:
         return Path(self.options.profiles) if self.options.profiles else None
 
     # ================= worker thread: internals ===========================================
+    def _lower_priority(self) -> None:
+        """Linux: renice this thread (and the torch threads it will spawn) so the GUI thread wins
+        the CPU when both want it. Elsewhere a process-wide nice would slow the GUI too: skipped."""
+        if self.nice <= 0 or not sys.platform.startswith("linux"):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+        except (OSError, AttributeError):
+            pass  # not allowed or not supported: run at normal priority
+
     def _loop(self) -> None:
+        self._lower_priority()
         while True:
             job = self._deferred.pop(0) if self._deferred else self._inbox.get()
             if job is _QUIT:

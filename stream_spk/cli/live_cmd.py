@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     pairs = parse_save_speaker(args.save_speaker)
     options = session_options(args)
+    options.create_profiles = bool(pairs)
+    source = make_mic(args.device)  # device problems show before the model loads
     pipeline = build_pipeline(options, quiet=False)
-    source = make_mic(args.device)
     runner = StreamRunner(source, pipeline, make_sinks(args, "live"))
     timer = None
     if args.seconds:

@@ -74,7 +74,9 @@ def save_speakers(pipeline, pairs: list[tuple[str, str]], options) -> None:
             except KeyError:
                 known = ", ".join(s.label for s in pipeline.speakers()) or "none"
                 raise StreamSpkError(f"no session speaker {label!r} to save (this session had: {known})") from None
-            save_session_speaker(store, name, embs, durations)
+            cluster = pipeline.clusterer.get(label)
+            save_session_speaker(store, name, embs, durations,
+                                 speech_seconds=cluster.speech if cluster is not None else None)
             print(f"saved {label} as enrolled speaker {name!r} ({len(embs)} windows)", file=sys.stderr)
     finally:
         store.close()
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise StreamSpkError(f"--speed must be > 0 (got {args.speed})")
     pairs = parse_save_speaker(args.save_speaker)
     options = session_options(args)
+    options.create_profiles = bool(pairs)
     source = FileSource(args.file, speed=None if args.fast else args.speed)
     pipeline = build_pipeline(options, quiet=False)
     runner = StreamRunner(source, pipeline, make_sinks(args, Path(args.file).stem))
