@@ -10,6 +10,10 @@ confusion, the emitted-label latency (median, p95) and throughput (audio s per w
 
 from __future__ import annotations
 
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
 import argparse
 import re
 import sys

@@ -7,6 +7,10 @@ Prints windows per second and audio seconds per second (a window = 1.5 s of audi
 
 from __future__ import annotations
 
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
 import argparse
 import time
 

@@ -90,6 +90,10 @@ Python start-up and imports (torch ~1 s) and ~0.4 s the model load (``--cli-timi
 
 from __future__ import annotations
 
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
 import argparse
 import hashlib
 import os

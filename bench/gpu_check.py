@@ -7,6 +7,10 @@ Prints each check with its measured value and PASS/FAIL; exit status 0 only if a
 
 from __future__ import annotations
 
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
 import sys
 import time
 

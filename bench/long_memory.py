@@ -9,6 +9,10 @@ through FileSource + Pipeline as fast as possible, and prints the process RSS af
 
 from __future__ import annotations
 
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
 import argparse
 import itertools
 import tempfile

@@ -11,6 +11,7 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the entry points do (stream_spk.runtime)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from stream_spk import __version__
 from stream_spk.errors import StreamSpkError
+from stream_spk.runtime import configure_threads
 
 from . import (
     devices_cmd,
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
