@@ -80,12 +80,12 @@ def main() -> int:
 
     def beat() -> None:
         now = time.perf_counter()
-        if window.running and window._stream_now > 0:
+        if window.running and window.stream_now > 0:
             state["started"] = True
             if last[0] is not None:
                 gaps.append(now - last[0])
         last[0] = now
-        over_time = args.seconds is not None and window._stream_now >= args.seconds
+        over_time = args.seconds is not None and window.stream_now >= args.seconds
         if window.running and (over_time or now - start_wall > args.max_wall):
             window.stop_session()
 

@@ -58,12 +58,14 @@ def main() -> None:
         rss_10min = None
         peak = rss_start
         t0 = time.perf_counter()
+        marks = []
         for chunk in FileSource(long_path, chunk_seconds=4.0, speed=None):
             pipeline.process(chunk)
             if rss_10min is None and chunk.t1 >= 600:
                 rss_10min = rss_mib()
-            if int(chunk.t1) % 300 < 4:
-                peak = max(peak, rss_mib())
+            if int(chunk.t1) % 600 < 4 and chunk.t1 > 4:
+                marks.append((chunk.t1 / 60, rss_mib()))
+                peak = max(peak, marks[-1][1])
         pipeline.flush()
         wall = time.perf_counter() - t0
         rss_end = rss_mib()
@@ -71,6 +73,8 @@ def main() -> None:
     print(f"{written / 16000 / 3600:.2f} h of audio in {wall:.0f} s ({written / 16000 / wall:.1f}x real time)")
     print(f"RSS: after model load {rss_start:.0f} MiB, after 10 min of audio {rss_10min:.0f} MiB, "
           f"peak {peak:.0f} MiB, at the end {rss_end:.0f} MiB (growth after 10 min: {peak - rss_10min:+.0f} MiB)")
+    print("RSS every 10 min of audio: " + ", ".join(f"{m:.0f} min {r:.0f} MiB" for m, r in marks))
+    print(f"speakers in the session: {len(pipeline.clusterer.clusters)}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@ import os
 
 
 def configure_threads() -> None:
-    """Let idle OpenMP worker threads sleep instead of spinning (unless the user chose otherwise).
+    """Thread and kernel-cache settings (each applies unless the user set the variable).
 
-    torch's OpenMP threads spin-wait by default; when anything else runs on the same cores (the Qt
-    thread, an audio callback, a browser) the spinning threads starve each other: on this 2-core
-    machine one competing process made the pipeline ~17x slower (0.7x vs 12x real time), while
-    passive waiting costs nothing measurable when the machine is idle. Must run before torch loads.
+    Idle OpenMP worker threads sleep instead of spinning: torch's OpenMP threads spin-wait by
+    default, and when anything else runs on the same cores (the Qt thread, an audio callback, a
+    browser) the spinning threads starve each other: on the 2-core dev machine one competing
+    process made `diarize` run at 0.7x real time with spinning and 12x with passive waiting.
+    Must run before torch loads (README's throughput figures are measured with these settings).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # oneDNN caches compiled kernels per input shape; windows of many lengths and batch sizes
+    # made RSS climb by ~270 MiB over a 2-hour stream with the default (1024); a small cache
+    # keeps it flat (bench/long_memory.py).
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")

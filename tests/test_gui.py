@@ -24,7 +24,6 @@ from test_gui_logic import FakePipeline  # noqa: E402
 from stream_spk.session import SessionOptions, build_pipeline  # noqa: E402
 from stream_spk.sinks import RttmWriter  # noqa: E402
 from stream_spk.sources import FileSource  # noqa: E402
-from stream_spk.ui import app as app_module  # noqa: E402
 from stream_spk.ui.app import FAST_CHUNK, LaunchOptions, MainWindow  # noqa: E402
 from stream_spk.ui.export import session_turns  # noqa: E402
 
@@ -307,7 +306,7 @@ def test_microphone_session_with_an_injected_stream(qtbot, tmp_path):
     window.source_bar.mic_radio.setChecked(True)
     assert not window.source_bar.speed_combo.isEnabled() and not window.source_bar.play_check.isEnabled()
     assert window.start_session()
-    qtbot.waitUntil(lambda: window._stream_now >= 2.0, timeout=10000)
+    qtbot.waitUntil(lambda: window.stream_now >= 2.0, timeout=10000)
     assert window.strip.meter.rms_db > -40 and window.history.vad()[1].size > 0
     qtbot.mouseClick(window.source_bar.pause_button, Qt.LeftButton)
     assert window.paused
@@ -336,15 +335,15 @@ def test_pause_speed_and_closing_mid_session(qtbot, tmp_path):
     sf.write(long, np.tile(_clips()[1], 10), 16000)  # 23 s
     fake = FakePipeline()
     window = make_window(qtbot, tmp_path, lambda opts, emb: fake, LaunchOptions(replay=long, speed=4.0))
-    qtbot.waitUntil(lambda: window._stream_now >= 1.0, timeout=10000)
+    qtbot.waitUntil(lambda: window.stream_now >= 1.0, timeout=10000)
     window.set_paused(True)
     qtbot.wait(200)
-    held = window._stream_now
+    held = window.stream_now
     qtbot.wait(300)
-    assert window._stream_now == held and window.display_now() == held
+    assert window.stream_now == held and window.display_now() == held
     window.set_paused(False)
     window.source_bar.set_speed(None)  # as fast as possible from here
-    qtbot.waitUntil(lambda: window._stream_now > held + 2.0, timeout=10000)
+    qtbot.waitUntil(lambda: window.stream_now > held + 2.0, timeout=10000)
     window.timeline.set_follow(False)
     assert window.timeline.follow_button.isEnabled()
     window.timeline.set_follow(True)
@@ -377,16 +376,20 @@ def test_enrollment_recording_with_an_injected_microphone(qtbot, tmp_path):
 
 
 @pytest.mark.real_model
-def test_cli_replay_screenshot_and_exit(qtbot, tmp_path, mix, monkeypatch, real_factory):
-    from stream_spk.cli.main import main
-    from stream_spk.ui import worker as worker_module
+def test_cli_replay_screenshot_and_exit(tmp_path, mix):
+    """The real command in its own process (an in-process app.exit() would end pytest-qt's loops too)."""
+    import subprocess
+    import sys
 
     shot = tmp_path / "cli.png"
-    monkeypatch.setattr(app_module.MainWindow, "show", lambda self: None)  # keep the test window hidden
-    monkeypatch.setattr(worker_module, "default_pipeline_factory", real_factory)  # the model is loaded once
-    code = main(["gui", "--replay", str(mix), "--fast", "--profiles", str(tmp_path / "p.sqlite3"),
-                 "--screenshot", str(shot), "--screenshot-at", "6", "--exit-when-done"])
-    assert code == 0 and shot.stat().st_size > 10000
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    run = subprocess.run([sys.executable, "-m", "stream_spk", "gui", "--replay", str(mix), "--fast",
+                          "--profiles", str(tmp_path / "p.sqlite3"), "--screenshot", str(shot),
+                          "--screenshot-at", "6", "--exit-when-done"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "screenshot saved" in run.stderr and shot.stat().st_size > 10000
+    assert "Traceback" not in run.stderr
 
 
 def test_cli_argument_errors(capsys):

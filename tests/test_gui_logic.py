@@ -357,6 +357,32 @@ def test_worker_stop_pause_and_shutdown_mid_session():
     assert end.stopped and 0 < end.audio_seconds < 60
 
 
+def test_stop_and_pause_requests_before_the_model_is_loaded():
+    fake = FakePipeline()
+
+    def slow(opts, emb):
+        time.sleep(0.3)
+        return fake
+
+    worker = SessionWorker(pipeline_factory=slow)
+    worker.start()
+    try:
+        worker.start_session(chunks(5.0), speed=None, live=False, description="x")
+        worker.stop_session()  # while the model loads
+        end = collect(worker, lambda m: isinstance(m, SessionEnded))[-1]
+        assert end.stopped and end.audio_seconds == 0.0 and fake.processed == 0
+        worker.start_session(chunks(5.0), speed=None, live=False, description="y")
+        worker.pause(True)
+        collect(worker, lambda m: isinstance(m, SessionStarted))
+        time.sleep(0.2)
+        assert fake.processed == 0
+        worker.pause(False)
+        end = collect(worker, lambda m: isinstance(m, SessionEnded))[-1]
+        assert not end.stopped and end.audio_seconds == 5.0
+    finally:
+        assert worker.shutdown(2.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # export
 def test_export_rttm_and_json_use_current_labels(tmp_path):

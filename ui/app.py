@@ -29,6 +29,7 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPushButton,
     QSplitter,
@@ -354,6 +355,11 @@ class MainWindow(QMainWindow):
         self._automation_at_end()
 
     # ================= drawing ============================================================
+    @property
+    def stream_now(self) -> float:
+        """Stream time of the end of the last chunk the worker processed."""
+        return self._stream_now
+
     def display_now(self) -> float:
         """Stream time for the cursor: the last chunk's end, advanced smoothly in real time."""
         now = self._stream_now
@@ -438,8 +444,6 @@ class MainWindow(QMainWindow):
 
     # ================= export and screenshots =============================================
     def _export_menu(self) -> None:
-        from PyQt5.QtWidgets import QMenu
-
         menu = QMenu(self)
         menu.addAction("RTTM…", lambda: self.export_rttm())
         menu.addAction("JSON…", lambda: self.export_json())
@@ -648,6 +652,9 @@ def run_gui(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``stream-spk-gui`` entry point."""
+    from stream_spk.runtime import configure_threads
+
+    configure_threads()
     from stream_spk.cli.gui_cmd import check_gui_available
 
     args = build_parser().parse_args(argv)

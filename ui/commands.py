@@ -57,8 +57,9 @@ def save_session_speaker(worker: SessionWorker, label: str, name: str) -> str:
     name = validate_name(name)
     pipeline = _session_pipeline(worker)
     embeddings, durations = pipeline.speaker_embeddings(label)
+    cluster = pipeline.clusterer.get(label)  # its speech time (the windows overlap)
     with open_profiles(worker.profiles_path()) as store:
-        save(store, name, embeddings, durations)
+        save(store, name, embeddings, durations, speech_seconds=cluster.speech if cluster is not None else None)
     worker.profiles_changed()
     if label != name:
         try:

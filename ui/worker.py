@@ -127,6 +127,8 @@ class _Session:
     description: str
     duration: float | None
     player: Any = None  # AudioPlayer or None
+    paused: bool = False  # requests that arrived before the session started
+    cancelled: bool = False
 
 
 class _LoadModel:
@@ -151,6 +153,7 @@ class SessionWorker:
         self._lock = threading.Lock()
         self._feed: Feed | None = None
         self._runner: StreamRunner | None = None
+        self._pending: _Session | None = None  # the session job not yet running
         self._thread = threading.Thread(target=self._loop, name="stream-spk-worker", daemon=True)
         # worker-thread state
         self._pipeline: Pipeline | None = None
@@ -177,22 +180,33 @@ class SessionWorker:
     def start_session(self, source: Iterable[AudioChunk], *, speed: float | None, live: bool, description: str,
                       duration: float | None = None, player: Any = None) -> None:
         """Run ``source`` through the pipeline (the speakers of the previous session are forgotten)."""
-        self._inbox.put(_Session(source, speed, live, description, duration, player))
+        session = _Session(source, speed, live, description, duration, player)
+        with self._lock:
+            self._pending = session
+        self._inbox.put(session)
 
     def pause(self, paused: bool) -> None:
+        """Pause or resume the session (also one still waiting for the model)."""
         with self._lock:
+            if self._pending is not None:
+                self._pending.paused = paused
             if self._feed is not None:
                 self._feed.pause(paused)
 
     def set_speed(self, speed: float | None) -> None:
         with self._lock:
+            if self._pending is not None:
+                self._pending.speed = speed
             if self._feed is not None:
                 self._feed.set_speed(speed)
 
     def stop_session(self) -> None:
-        """End the running session after the current chunk (the pipeline is flushed)."""
+        """End the running session after the current chunk (the pipeline is flushed); a session still
+        waiting for the model is cancelled."""
         with self._lock:
             runner = self._runner
+            if self._pending is not None:
+                self._pending.cancelled = True
         if runner is not None:
             runner.stop()
 
@@ -335,16 +349,24 @@ class SessionWorker:
         except Exception as exc:
             if not isinstance(exc, StreamSpkError):
                 log.exception("model loading failed")
+            with self._lock:
+                self._pending = None
             self.outbox.put(SessionEnded(False, 0.0, 0.0, error=error_text(exc)))
             return
         pipeline.reset()
         if self._tap is not None:
             self._tap.reset()
         self._events, self._frame, self._player = [], None, job.player
-        feed = Feed(job.source, speed=job.speed, live=job.live, between_chunks=self._between_chunks,
-                    on_chunk=self._on_chunk)
-        runner = StreamRunner(feed, pipeline, on_events=self._events.extend)
         with self._lock:
+            if self._pending is job:
+                self._pending = None
+            if job.cancelled:
+                self.outbox.put(SessionEnded(True, 0.0, 0.0))
+                return
+            feed = Feed(job.source, speed=job.speed, live=job.live, between_chunks=self._between_chunks,
+                        on_chunk=self._on_chunk)
+            feed.pause(job.paused)
+            runner = StreamRunner(feed, pipeline, on_events=self._events.extend)
             self._feed, self._runner = feed, runner
         known = tuple(s.name for s in pipeline.speakers() if s.name)
         self.outbox.put(SessionStarted(job.description, job.duration, known))
