@@ -9,7 +9,9 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in libportaudio2 xvfb; do
+  # PortAudio for the microphone; Xvfb and Qt's xcb libraries for a real window on a headless box
+  for pkg in libportaudio2 xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 \
+             libxcb-render-util0 libxkbcommon-x11-0; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then
