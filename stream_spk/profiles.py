@@ -239,9 +239,15 @@ class ProfileStore:
         """Check what the file holds; create, migrate or refuse it; then switch on WAL."""
         with self._sql():
             conn = self._conn
-            # Read-only inspection first: a foreign database must not be modified.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            # Read-only inspection first: a foreign database must not be modified. One read
+            # transaction, so that another process initialising the file between the two reads
+            # cannot show us its tables with the old version number.
+            conn.execute("BEGIN")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                conn.execute("COMMIT")
             if tables and not _OUR_TABLES <= tables:
                 raise ProfileError(f"{self.path}: an SQLite database but not a stream-spk profile store; "
                                    "left untouched")
