@@ -21,6 +21,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -182,6 +183,7 @@ class ProfileStore:
         self.model_hash: str = model_hash or default_hash
         self.path = Path(path).expanduser() if path is not None else default_profiles_path()
         self._lock = threading.RLock()
+        self._timeout = timeout
         if not create and not self.path.exists():
             raise ProfileError(f"{self.path}: no profile store there yet (enroll a speaker first)")
         self._conn = self._open(timeout)
@@ -257,13 +259,32 @@ class ProfileStore:
             if tables and version not in MIGRATIONS and version != SCHEMA_VERSION:
                 raise ProfileError(f"{self.path}: profile store schema v{version} is unknown; left untouched")
             conn.execute("PRAGMA foreign_keys=ON")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+            self._switch_to_wal()
             conn.execute("PRAGMA synchronous=NORMAL")
         if not tables:
             self._initialise()
         elif version < SCHEMA_VERSION:
             self._migrate()
+
+    def _switch_to_wal(self) -> None:
+        """Turn on WAL, retrying while another process holds the file.
+
+        Changing the journal mode needs an exclusive lock, and SQLite answers "database is
+        locked" at once there instead of waiting through the busy timeout; two processes
+        opening a new store together hit this (found by CI), so we wait here ourselves.
+        """
+        conn = self._conn
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                text = _first_line(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def _initialise(self) -> None:
         with self._write() as conn:

@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import stat
+import threading
 import time
 from dataclasses import FrozenInstanceError
 from pathlib import Path
@@ -345,6 +346,43 @@ def test_newer_schema_refused(tmp_path):
         open_store(path)
 
 
+def test_opening_waits_while_another_process_holds_a_new_file(tmp_path):
+    """Switching a new file to WAL while another connection writes: SQLite says "locked" at once,
+    without its busy timeout, so the store must wait by itself (two processes enrolling into a new
+    store at once hit this)."""
+    path = tmp_path / "p.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE unrelated_scratch (x)")
+    other.execute("DROP TABLE unrelated_scratch")  # a real, empty, rollback-journal database
+    other.execute("BEGIN IMMEDIATE")  # a writer: the WAL switch gets "locked" without waiting
+    releaser = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releaser.start()
+    try:
+        with open_store(path, timeout=10) as store:
+            assert store.list() == []
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    finally:
+        releaser.join()
+        other.close()
+
+
+def test_opening_still_fails_cleanly_when_the_file_stays_held(tmp_path):
+    path = tmp_path / "p.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE unrelated_scratch (x)")
+    other.execute("DROP TABLE unrelated_scratch")
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(ProfileError, match="database is busy") as err:
+            open_store(path, timeout=0.2)
+        assert "\n" not in str(err.value)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+
+
 def test_busy_store_gives_clear_error(tmp_path):
     path = tmp_path / "p.sqlite3"
     open_store(path).close()
@@ -388,6 +426,31 @@ def test_two_processes_writing_at_once(tmp_path):
         assert names == {f"{p}{i}" for p in "ab" for i in range(25)} | {"Shared"}
         assert store.get("Shared").n_embeddings == 50
         assert store.integrity_ok()
+
+
+def _opener(path: str, start, results) -> None:
+    start.wait(10)
+    try:
+        ProfileStore(path, model_id=MODEL[0], model_hash=MODEL[1], timeout=30).close()
+        results.put("ok")
+    except ProfileError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_a_new_store_together(tmp_path):
+    # Before the WAL switch waited, about one round in five failed here with "database is busy".
+    ctx = mp.get_context("fork")
+    for round_ in range(25):
+        path = tmp_path / f"p{round_}.sqlite3"
+        start, results = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_opener, args=(str(path), start, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        start.set()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(60)
+        assert outcomes == ["ok"] * 3, outcomes
 
 
 def _killed_writer(path: str, inserted) -> None:
