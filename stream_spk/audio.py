@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,41 @@ def audio_info(path: str | os.PathLike):
         return sf.info(str(p))
     except Exception as exc:  # soundfile raises several types for non-audio input
         raise AudioError(f"{p}: not a readable audio file ({_reason(exc)})") from None
+
+
+def wav_declared_frames(path: str | os.PathLike) -> int | None:
+    """Frames a WAV file's header promises, or None (not WAV, or a streaming placeholder size).
+
+    libsndfile silently clamps a cut WAV to what is on disk; comparing with this number is how a
+    truncated recording is noticed.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    fmt = fh.read(size)
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                    if size % 2:
+                        fh.seek(1, os.SEEK_CUR)
+                elif kind == b"data":
+                    # 0 and 0xFFFFFFFF are what recorders write before they know the length
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    fh.seek(size + (size % 2), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def _reason(exc: Exception) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_spk.audio import audio_info, to_mono
+from stream_spk.audio import audio_info, to_mono, wav_declared_frames
 from stream_spk.errors import AudioError, DeviceError, StreamSpkError
 from stream_spk.types import SAMPLE_RATE, AudioChunk
 
@@ -113,7 +113,22 @@ class FileSource:
         self.channels: int = int(info.channels)
         self.frames: int = max(0, int(info.frames))
         self.duration: float = self.frames / self.sample_rate if self.sample_rate else 0.0
+        declared = wav_declared_frames(self.path)
+        #: Seconds the WAV header promised when the file holds fewer (a cut recording), else None.
+        self.declared_duration: float | None = (
+            declared / self.sample_rate if declared and declared > self.frames and self.sample_rate else None)
         self.nonfinite_samples = 0
+
+    def warnings(self) -> list[str]:
+        """One-line notes on what was wrong with the file but still used (after or before a run)."""
+        notes = []
+        if self.declared_duration is not None:
+            notes.append(f"{self.path}: truncated: the header promises {self.declared_duration:.2f} s, "
+                         f"the file holds {self.duration:.2f} s; used what is there")
+        if self.nonfinite_samples:
+            notes.append(f"{self.path}: {self.nonfinite_samples} NaN or infinite sample value(s) "
+                         "replaced by silence")
+        return notes
 
     def __iter__(self) -> Iterator[AudioChunk]:
         self.nonfinite_samples = 0

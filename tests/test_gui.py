@@ -237,6 +237,17 @@ def test_bad_file_shows_an_error_and_the_window_stays_usable(qtbot, tmp_path):
     assert window.start_session()
     wait_done(qtbot, window, timeout=10000)
     assert window.last_error is None and window.model.labels() == ["speaker 1", "speaker 2"]
+    assert "warning" not in window.status.bar.currentMessage()
+    # a cut recording replays what is there and says so in the status bar
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, _clips()[1], 16000, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[: 44 + 2 * 16000])
+    window.source_bar.set_file(cut)
+    assert window.start_session()
+    wait_done(qtbot, window, sessions=2, timeout=10000)
+    assert window.last_error is None
+    message = window.status.bar.currentMessage()
+    assert "warning" in message and "cut.wav: truncated" in message and "holds 1.00 s" in message
 
 
 def _mime(path: Path) -> QMimeData:

@@ -13,6 +13,7 @@ import soundfile as sf
 import soxr
 
 from stream_spk import sources
+from stream_spk.audio import wav_declared_frames
 from stream_spk.cli.main import main
 from stream_spk.errors import AudioError, DeviceError
 from stream_spk.sources import FileSource, MicSource, resolve_input_device
@@ -127,6 +128,42 @@ def test_file_nonfinite_samples_zeroed_and_counted(tmp_path):
     keep = np.ones(got.size, bool)
     keep[[5, 100, 9000, 7000, 15999]] = False
     np.testing.assert_array_equal(got[keep], data[keep])
+    assert src.warnings() == [f"{path}: 5 NaN or infinite sample value(s) replaced by silence"]
+
+
+def test_file_cut_wav_is_used_and_reported_as_truncated(tmp_path):
+    full = _write(tmp_path / "full.wav", _noise(4.0), SR, subtype="PCM_16")
+    assert FileSource(full).warnings() == []
+    assert wav_declared_frames(full) == 4 * SR
+    cut = tmp_path / "cut.wav"
+    raw = full.read_bytes()
+    cut.write_bytes(raw[: 44 + 2 * SR * 3 // 2])  # header + 1.5 s of 16-bit samples
+    src = FileSource(cut, chunk_seconds=0.5, speed=None)
+    assert src.duration == pytest.approx(1.5)
+    assert src.declared_duration == pytest.approx(4.0)
+    assert sum(c.samples.size for c in src) == 3 * SR // 2  # nothing that is there is dropped
+    (note,) = src.warnings()
+    assert note == f"{cut}: truncated: the header promises 4.00 s, the file holds 1.50 s; used what is there"
+
+
+def test_wav_header_sizes_that_are_not_truncation(tmp_path):
+    full = _write(tmp_path / "full.wav", _noise(1.0), SR, subtype="PCM_16")
+    raw = bytearray(full.read_bytes())
+    assert raw[36:40] == b"data"
+    raw[40:44] = b"\xff\xff\xff\xff"  # a recorder that never finalised the length
+    (tmp_path / "open.wav").write_bytes(bytes(raw))
+    assert wav_declared_frames(tmp_path / "open.wav") is None
+    assert FileSource(tmp_path / "open.wav").warnings() == []
+    flac = _write(tmp_path / "x.flac", _noise(1.0), SR)
+    assert wav_declared_frames(flac) is None
+    # an odd-sized chunk before "fmt " is skipped with its pad byte
+    odd = bytearray(full.read_bytes())
+    extra = b"LIST" + (3).to_bytes(4, "little") + b"abc\x00"
+    odd[12:12] = extra
+    odd[4:8] = (len(odd) - 8).to_bytes(4, "little")
+    (tmp_path / "odd.wav").write_bytes(bytes(odd))
+    assert sf.info(str(tmp_path / "odd.wav")).frames == SR
+    assert wav_declared_frames(tmp_path / "odd.wav") == SR
 
 
 def test_file_empty_yields_nothing(tmp_path):

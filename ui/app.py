@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self.exit_code = 0
         self._known: tuple[str, ...] = ()
         self._uri = "session"
+        self._source: Any = None
         self._description = ""
         self._speed: float | None = None
         self._chunk = PACED_CHUNK
@@ -269,6 +270,7 @@ class MainWindow(QMainWindow):
         self.events.clear()
         self.last_stats = None
         self._uri, self._description, self._speed, self._chunk = uri, description, speed, chunk
+        self._source = source
         self._stream_now, self._now_wall = 0.0, time.monotonic()
         self.timeline.set_follow(True)
         self.worker.start_session(source, speed=None if live else speed, live=live, description=description,
@@ -349,8 +351,9 @@ class MainWindow(QMainWindow):
         else:
             speed = msg.audio_seconds / msg.wall_seconds if msg.wall_seconds > 0 else 0.0
             verb = "stopped" if msg.stopped else "done"
+            notes = self._source.warnings() if isinstance(self._source, FileSource) else []
             self.status.message(f"{verb}: {msg.audio_seconds:.1f} s of audio in {msg.wall_seconds:.1f} s "
-                                f"({speed:.1f}× real time)")
+                                f"({speed:.1f}× real time)" + "".join(f" — warning: {n}" for n in notes))
         self.refresh_view()
         self._automation_at_end()
 

@@ -50,7 +50,7 @@ def diarize_file(path: str, out_dir: str, options, write_jsonl: bool = False, pi
             "speakers": sum(1 for s in summary.speakers if s.talk_time > 0),
             "latencies": list(pipeline.latencies),
             "latency_median": stats.latency_median if stats else None,
-            "latency_p95": stats.latency_p95 if stats else None}
+            "latency_p95": stats.latency_p95 if stats else None, "warnings": source.warnings()}
 
 
 _WORKER: dict = {}
@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started  # model loading included
     print(f"diarized {len(results)} file(s), {audio:.1f} s of audio at {audio / wall if wall else 0:.1f}x real time "
           f"-> {out_dir}", file=sys.stderr)
+    for r in results:
+        for note in r["warnings"]:
+            print(f"stream-spk: warning: {note}", file=sys.stderr)
     for _file, reason in failed:
         print(f"stream-spk: error: {reason}", file=sys.stderr)  # the reason names the file
     return 1 if failed else 0

@@ -105,5 +105,7 @@ def run(args: argparse.Namespace) -> int:
     runner = StreamRunner(source, pipeline, make_sinks(args, Path(args.file).stem))
     summary = runner.run()
     print_summary(summary)
+    for note in source.warnings():
+        print(f"stream-spk: warning: {note}", file=sys.stderr)
     save_speakers(pipeline, pairs, options)
     return 0
