@@ -87,9 +87,9 @@ enrolled speakers exist and a piece's averaged score is below the threshold for 
 ``OnlineClusterer.pick`` returns -1 and ``Pipeline._label_piece`` drops the piece.
 
 Enrollment timing (``python bench/enroll_id.py --timing``; 2 threads, model loaded, bf16):
-enroll_audio on 9.9 s of speech (the first 10 s of p226_023) takes 0.37 s (median of 5; 0.60 s as the first call in the
-process); the whole ``stream-spk enroll NAME FILE`` process takes 2.5-2.7 s, of which 1.5 s is
-Python start-up and imports (torch ~1 s) and ~0.4 s the model load (``--cli-timing``).
+enroll_audio on 9.9 s of speech (the first 10 s of p226_023) takes 0.41 s (median of 5; 0.49 s as
+the first call in the process); the whole ``stream-spk enroll NAME FILE`` process takes 1.89 s
+(median of 5, ``--cli-timing``), of which about 1.1 s is Python start-up and importing torch.
 """
 
 from __future__ import annotations
@@ -347,19 +347,26 @@ def time_cli(enroll_dir: Path, model_file: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = [str(Path(tmp) / "p226_023_10s.wav")]
         sf.write(files[0], read(enroll_dir / "vctk_p226" / "p226_023.wav")[: 10 * 16000], 16000)
-        for k in range(2):
+        times = []
+        for k in range(5):
             cmd = [sys.executable, "-m", "stream_spk", "enroll", f"Cli {k}", *files,
                    "--profiles", str(Path(tmp) / "cli.sqlite3")]
             if model_file:
                 cmd += ["--model-file", model_file]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
-            dt = time.perf_counter() - t0
-            print(f"`stream-spk enroll` whole process, run {k + 1}: {dt:.2f} s (exit {proc.returncode})", flush=True)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import stream_spk.cli.main, torch, stream_spk.models.embedder"],
-                       check=True)
-        print(f"  of which python start + imports (cli, torch, model code): {time.perf_counter() - t0:.2f} s")
+            times.append(time.perf_counter() - t0)
+            print(f"`stream-spk enroll` whole process, run {k + 1}: {times[-1]:.2f} s (exit {proc.returncode})",
+                  flush=True)
+        print(f"  median {np.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s")
+        imports = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import stream_spk.cli.main, torch, stream_spk.models.embedder, os; "
+                            "os._exit(0)"],
+                           check=True)
+            imports.append(time.perf_counter() - t0)
+        print(f"  of which python start + imports (cli, torch, model code): median {np.median(imports):.2f} s")
 
 
 def main() -> int:

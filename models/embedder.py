@@ -98,10 +98,11 @@ def load_ecapa(path: str | os.PathLike, config: EcapaConfig | None = None) -> Ec
     """An :class:`EcapaTdnn` with the checkpoint at ``path`` loaded strictly (CPU, eval mode)."""
     from stream_spk.errors import ModelError
 
-    model = EcapaTdnn(config)
+    with torch.device("meta"):  # no random initialisation of 20 M weights about to be replaced
+        model = EcapaTdnn(config)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable ECAPA-TDNN checkpoint ({first})") from None

@@ -1,3 +1,3 @@
-from stream_spk.cli.main import main
+from stream_spk.cli.main import run
 
-raise SystemExit(main())
+run()

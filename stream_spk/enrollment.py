@@ -35,6 +35,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from stream_spk.clustering import average_linkage_groups
 from stream_spk.errors import AudioError, ProfileError
 from stream_spk.profiles import KnownSpeaker, ProfileStore, validate_name
 
@@ -190,12 +191,7 @@ def _main_voice(vectors: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, f
     keep = np.ones(len(vectors), bool)
     if len(vectors) < 2:
         return keep, 0.0
-    # Average-linkage AHC on cosine distance (as sklearn's AgglomerativeClustering; scipy's
-    # imports in a third of the time, which counts in a 2 s enrollment).
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    tree = linkage(vectors.astype(np.float64), method="average", metric="cosine")
-    labels = fcluster(tree, t=VOICE_SPLIT_DISTANCE, criterion="distance") - 1
+    labels = average_linkage_groups(vectors, VOICE_SPLIT_DISTANCE)
     weights = np.bincount(labels, weights=seconds)
     main = int(np.argmax(weights))
     main_centroid = _unit(vectors[labels == main].mean(axis=0))

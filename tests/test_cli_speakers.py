@@ -236,3 +236,22 @@ def test_enroll_real_clip(tmp_path, data_dir, profiles, capsys):
     assert main(["enroll", "p227", clip, "--profiles", profiles, "--compute-device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "enrolled 'p227'" in out and "warning: only 3.8 s of speech" in out
+
+
+def test_console_entry_flushes_everything_before_its_fast_exit():
+    # run() skips the interpreter teardown with os._exit: buffered output must still arrive whole
+    code = ("import sys\n"
+            "from stream_spk.cli import main as m\n"
+            "def fake():\n"
+            "    for i in range(5000):\n"
+            "        print(i)\n"
+            "    sys.stderr.write('last words without a newline')\n"
+            "    return 3\n"
+            "m.main = fake\n"
+            "m.run()\n"
+            "print('never reached')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as for users
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 3
+    assert proc.stdout.splitlines() == [str(i) for i in range(5000)]
+    assert proc.stderr == "last words without a newline"

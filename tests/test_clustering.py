@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream_spk.clustering import ClusterConfig, OnlineClusterer
+from stream_spk.clustering import ClusterConfig, OnlineClusterer, average_linkage_groups
 
 
 def _centroids(k: int, dim: int = 192, seed: int = 0) -> np.ndarray:
@@ -115,3 +115,34 @@ def test_user_merge_and_rename():
     assert ev.reason == "rename" and c.resolve("speaker 2") == "Bob"
     with pytest.raises(KeyError):
         c.merge("Bob", "nobody", 12.0)
+
+
+# ---- offline grouping (enrollment's voice check) ---------------------------------------------
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_average_linkage_groups_match_scipy(seed):
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(seed)
+    n_voices = int(rng.integers(1, 5))
+    centres = rng.standard_normal((n_voices, 192))
+    x = centres[rng.integers(0, n_voices, 60)] + rng.uniform(0.3, 1.5) * rng.standard_normal((60, 192))
+    for threshold in (0.3, 0.5, 0.7, 0.9, 1.1):
+        ours = average_linkage_groups(x, threshold)
+        theirs = fcluster(linkage(x, method="average", metric="cosine"), t=threshold, criterion="distance")
+        assert _same_partition(ours, theirs), (seed, threshold)
+        assert sorted(set(ours.tolist())) == list(range(len(set(ours.tolist()))))
+
+
+def test_average_linkage_groups_edge_cases():
+    assert average_linkage_groups(np.zeros((0, 4)), 0.5).tolist() == []
+    assert average_linkage_groups(np.ones((1, 4)), 0.5).tolist() == [0]
+    two_voices = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    labels = average_linkage_groups(two_voices, 0.5)
+    assert labels[0] == labels[1] != labels[2] == labels[3]
+    assert len(set(average_linkage_groups(two_voices, 1.5).tolist())) == 1

@@ -85,6 +85,11 @@ def _durations(files: list[str]) -> dict[str, float]:
     return out
 
 
+def _advance(bar, seconds: float) -> None:
+    """Move the audio bar on, never past its total (resampled chunks may round a little over)."""
+    bar.update(max(0.0, min(seconds, bar.total - bar.n)))
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -111,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
             for f in args.files:
                 try:
                     results.append(diarize_file(f, str(out_dir), options, args.jsonl, pipeline,
-                                                progress=audio_bar.update))
+                                                progress=lambda s: _advance(audio_bar, s)))
                 except StreamSpkError as exc:
                     failed.append((f, str(exc)))
-                    audio_bar.update(durations[f])
+                    _advance(audio_bar, durations[f])
                 files_bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=args.jobs, initializer=_worker_init, initargs=(args.jobs,)) as pool:
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                         results.append(fut.result())
                     except StreamSpkError as exc:
                         failed.append((f, str(exc)))
-                    audio_bar.update(durations[f])
+                    _advance(audio_bar, durations[f])
                     files_bar.update(1)
     finally:
         audio_bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,5 +55,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """Console-script entry: :func:`main`, then exit without the interpreter's teardown.
+
+    Tearing down an interpreter that imported torch takes about 0.35 s, a sixth of a one-off
+    ``stream-spk enroll``. Every file, database and audio stream is closed by the time main()
+    returns, so only the buffered output is left to flush.
+    """
+    code = main()
+    try:
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):
+        pass  # a reader that went away (`stream-spk ... | head`) is not our error
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
