@@ -89,8 +89,10 @@ class Pipeline:
     """Streaming speaker diarization: ``process(chunk) -> events``, ``flush()``, ``reset()``."""
 
     def __init__(self, embedder: EmbedderLike, config: PipelineConfig | None = None,
-                 profiles: Sequence = (), vad: VadSegmenter | None = None) -> None:
+                 profiles: Sequence = (), vad: VadSegmenter | None = None, *,
+                 keep_windows: bool = False) -> None:
         self.config = config or PipelineConfig()
+        self.keep_windows = keep_windows  # log every window embedding (for an offline second pass)
         self.config.validate()
         self.embedder = embedder
         self.vad = vad or VadSegmenter(self.config.vad)
@@ -126,6 +128,8 @@ class Pipeline:
         self._next_stats = self.config.stats_every
         self.nonfinite_samples = 0
         self._pending_spans: list[tuple[int, int, bool]] = []
+        #: (start s, end s, unit embedding) of every window, when ``keep_windows``; 0.8 KB a window
+        self.window_log: list[tuple[float, float, np.ndarray]] = []
 
     def process(self, chunk: AudioChunk) -> list[Event]:
         """Feed the next chunk of 16 kHz mono float32 audio; returns the events it caused."""
@@ -216,6 +220,8 @@ class Pipeline:
             audio = [self._buf[w.start - self._buf_start : w.end - self._buf_start] for w in wins]
             for w, e in zip(wins, self.embedder.embed(audio)):
                 w.emb = e
+                if self.keep_windows:
+                    self.window_log.append((w.start / SAMPLE_RATE, w.end / SAMPLE_RATE, e))
         events: list[Event] = []
         for p in plans:
             now = p.grid / SAMPLE_RATE

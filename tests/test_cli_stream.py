@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from stream_spk.cli.main import main
+from stream_spk.rttm import read_rttm
 from stream_spk.runner import StreamRunner
 from stream_spk.sources import FileSource
 
@@ -175,11 +176,25 @@ def test_diarize_then_eval(tmp_path, checkpoint_path):
     out = tmp_path / "hyp"
     assert main(["diarize", str(DATA / "dev_libri03.wav"), "--out-dir", str(out), "--no-profiles",
                  "--model-file", str(checkpoint_path)]) == 0
+    assert not (out / "refined").exists()
     ref = tmp_path / "ref"
     ref.mkdir()
     (ref / "dev_libri03.rttm").write_text((DATA / "dev_libri03.rttm").read_text())
     proc = _cli("eval", "--ref", str(ref), "--hyp", str(out))
     assert proc.returncode == 0 and "TOTAL" in proc.stdout
+    # --refine adds the second pass in its own folder and leaves the streamed RTTM as it was
+    out2 = tmp_path / "hyp2"
+    proc = _cli("diarize", str(DATA / "dev_libri03.wav"), "--out-dir", str(out2), "--no-profiles", "--refine",
+                "--model-file", str(checkpoint_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "offline second pass" in proc.stderr
+    assert (out2 / "dev_libri03.rttm").read_text() == (out / "dev_libri03.rttm").read_text()
+    refined = read_rttm(out2 / "refined" / "dev_libri03.rttm")["dev_libri03"]
+    streamed = read_rttm(out / "dev_libri03.rttm")["dev_libri03"]
+    speech = sum(b - a for a, b, _ in streamed)
+    assert sum(b - a for a, b, _ in refined) == pytest.approx(speech, abs=0.5)
+    proc = _cli("eval", "--ref", str(ref), "--hyp", str(out2 / "refined"))
+    assert proc.returncode == 0 and "dev_libri03" in proc.stdout
 
 
 def test_streaming_commands_reject_bad_options(tmp_path):

@@ -143,3 +143,23 @@ def test_merge_rename_and_session_embeddings():
 def test_invalid_latency_is_refused():
     with pytest.raises(ValueError, match="latency"):
         _pipeline(latency=0.5, step=0.5, vad=VadConfig(min_silence=0.3))
+
+
+def test_window_log_for_the_second_pass():
+    audio, truth = meeting(PARTS)
+    plain = _pipeline()
+    events = _feed(plain, audio, 0.5)
+    assert plain.window_log == []  # off by default: nothing grows on a long stream
+    logged = _pipeline()
+    logged.keep_windows = True
+    assert [(type(e), getattr(e, "label", None), getattr(e, "start", None)) for e in _feed(logged, audio, 0.5)
+            if not isinstance(e, Stats)] == [(type(e), getattr(e, "label", None), getattr(e, "start", None))
+                                             for e in events if not isinstance(e, Stats)]
+    log = logged.window_log
+    assert len(log) > 10
+    assert all(0 <= a < b <= audio.size / 16000 + 1e-9 and b - a <= 1.5 + 1e-9 for a, b, _ in log)
+    assert all(abs(np.linalg.norm(e) - 1) < 1e-4 for *_, e in log)
+    speech = [(s, e) for s, e, f in truth if f is not None]
+    assert all(any(a < e and b > s for s, e in speech) for a, b, _ in log)  # windows lie on speech
+    logged.reset()
+    assert logged.window_log == []

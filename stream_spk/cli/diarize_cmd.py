@@ -24,13 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="files processed in parallel, one model per process (default: %(default)s)")
     parser.add_argument("--jsonl", action="store_true", help="also write DIR/<stem>.jsonl with every event")
+    parser.add_argument("--refine", action="store_true",
+                        help="also write DIR/refined/<stem>.rttm: an offline re-clustering of the whole "
+                             "file after the stream ends (reuses the stream's embeddings; the streamed "
+                             "DIR/<stem>.rttm is unchanged). Score it with eval --hyp DIR/refined")
     add_stream_args(parser)
     parser.set_defaults(func=run)
 
 
 def diarize_file(path: str, out_dir: str, options, write_jsonl: bool = False, pipeline=None,
-                 progress=None) -> dict:
-    """Diarize one file; returns a summary dict (raises StreamSpkError for a bad file)."""
+                 progress=None, refine: bool = False) -> dict:
+    """Diarize one file; returns a summary dict (raises StreamSpkError for a bad file).
+
+    With ``refine``, DIR/refined/<stem>.rttm also holds the offline second pass
+    (:func:`stream_spk.refine.refine_turns`) and the summary its wall time.
+    """
     from stream_spk.runner import StreamRunner
     from stream_spk.session import build_pipeline
     from stream_spk.sinks import JsonlWriter, RttmWriter
@@ -39,18 +47,32 @@ def diarize_file(path: str, out_dir: str, options, write_jsonl: bool = False, pi
     source = FileSource(path, chunk_seconds=4.0, speed=None)
     stem = Path(path).stem
     pipeline = pipeline or build_pipeline(options)
+    pipeline.keep_windows = refine
     pipeline.reset()
-    sinks: list = [RttmWriter(Path(out_dir) / f"{stem}.rttm", stem)]
+    rttm = RttmWriter(Path(out_dir) / f"{stem}.rttm", stem)
+    sinks: list = [rttm]
     if write_jsonl:
         sinks.append(JsonlWriter(Path(out_dir) / f"{stem}.jsonl"))
     on_chunk = (lambda chunk, _s: progress(chunk.duration)) if progress else None
     summary = StreamRunner(source, pipeline, sinks, on_chunk=on_chunk).run()
+    refine_seconds = None
+    if refine:
+        from stream_spk.refine import refine_turns
+        from stream_spk.rttm import atomic_write_text, format_rttm
+
+        t0 = time.perf_counter()
+        refined = refine_turns(rttm.turns(), pipeline.window_log)
+        (Path(out_dir) / "refined").mkdir(exist_ok=True)
+        atomic_write_text(Path(out_dir) / "refined" / f"{stem}.rttm", format_rttm(stem, refined))
+        refine_seconds = time.perf_counter() - t0
+        pipeline.window_log.clear()
     stats = summary.last_stats
     return {"file": path, "audio": summary.audio_seconds, "wall": summary.wall_seconds,
             "speakers": sum(1 for s in summary.speakers if s.talk_time > 0),
             "latencies": list(pipeline.latencies),
             "latency_median": stats.latency_median if stats else None,
-            "latency_p95": stats.latency_p95 if stats else None, "warnings": source.warnings()}
+            "latency_p95": stats.latency_p95 if stats else None, "warnings": source.warnings(),
+            "refine_seconds": refine_seconds}
 
 
 _WORKER: dict = {}
@@ -64,12 +86,12 @@ def _worker_init(jobs: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads <= cores
 
 
-def _worker_run(path: str, out_dir: str, options, write_jsonl: bool) -> dict:
+def _worker_run(path: str, out_dir: str, options, write_jsonl: bool, refine: bool) -> dict:
     from stream_spk.session import build_pipeline
 
     if "pipeline" not in _WORKER:
         _WORKER["pipeline"] = build_pipeline(options)
-    return diarize_file(path, out_dir, options, write_jsonl, _WORKER["pipeline"])
+    return diarize_file(path, out_dir, options, write_jsonl, _WORKER["pipeline"], refine=refine)
 
 
 def _durations(files: list[str]) -> dict[str, float]:
@@ -116,14 +138,15 @@ def run(args: argparse.Namespace) -> int:
             for f in args.files:
                 try:
                     results.append(diarize_file(f, str(out_dir), options, args.jsonl, pipeline,
-                                                progress=lambda s: _advance(audio_bar, s)))
+                                                progress=lambda s: _advance(audio_bar, s), refine=args.refine))
                 except StreamSpkError as exc:
                     failed.append((f, str(exc)))
                     _advance(audio_bar, durations[f])
                 files_bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=args.jobs, initializer=_worker_init, initargs=(args.jobs,)) as pool:
-                futures = {pool.submit(_worker_run, f, str(out_dir), options, args.jsonl): f for f in args.files}
+                futures = {pool.submit(_worker_run, f, str(out_dir), options, args.jsonl, args.refine): f
+                           for f in args.files}
                 for fut in as_completed(futures):
                     f = futures[fut]
                     try:
@@ -139,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started  # model loading included
     print(f"diarized {len(results)} file(s), {audio:.1f} s of audio at {audio / wall if wall else 0:.1f}x real time "
           f"-> {out_dir}", file=sys.stderr)
+    if args.refine and results:
+        spent = sum(r["refine_seconds"] for r in results)
+        print(f"offline second pass (--refine) -> {out_dir / 'refined'}: {spent:.2f} s in all", file=sys.stderr)
     for r in results:
         for note in r["warnings"]:
             print(f"stream-spk: warning: {note}", file=sys.stderr)
