@@ -336,6 +336,16 @@ def test_worker_reports_errors_and_stays_alive():
         assert worker.shutdown(2.0)
 
 
+def _settled(read, quiet: float = 0.2, timeout: float = 10.0):
+    """The value of ``read()`` once it has not changed for ``quiet`` seconds."""
+    value, since, deadline = read(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.01)
+        if read() != value:
+            value, since = read(), time.monotonic()
+    return value
+
+
 def test_worker_stop_pause_and_shutdown_mid_session():
     fake = FakePipeline()
     worker = SessionWorker(pipeline_factory=lambda opts, emb: fake)
@@ -343,12 +353,13 @@ def test_worker_stop_pause_and_shutdown_mid_session():
     worker.start_session(chunks(60.0), speed=4.0, live=False, description="slow")
     collect(worker, lambda m: isinstance(m, Batch))
     worker.pause(True)
-    time.sleep(0.1)
-    n = fake.processed
+    n = _settled(lambda: fake.processed)  # a chunk already under way may still finish
     time.sleep(0.3)
     assert fake.processed == n
     worker.pause(False)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while fake.processed == n and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fake.processed > n
     t0 = time.monotonic()
     assert worker.shutdown(2.0)

@@ -428,29 +428,28 @@ def test_two_processes_writing_at_once(tmp_path):
         assert store.integrity_ok()
 
 
-def _opener(path: str, start, results) -> None:
-    start.wait(10)
-    try:
-        ProfileStore(path, model_id=MODEL[0], model_hash=MODEL[1], timeout=30).close()
-        results.put("ok")
-    except ProfileError as exc:
-        results.put(str(exc))
+def _opener(folder: str, rounds: int, barrier, results) -> None:
+    for r in range(rounds):
+        barrier.wait(60)  # all processes open the same new store at the same moment
+        try:
+            ProfileStore(f"{folder}/p{r}.sqlite3", model_id=MODEL[0], model_hash=MODEL[1], timeout=30).close()
+            results.put("ok")
+        except ProfileError as exc:
+            results.put(str(exc))
 
 
 def test_processes_opening_a_new_store_together(tmp_path):
     # Before the WAL switch waited, about one round in five failed here with "database is busy".
-    ctx = mp.get_context("fork")
-    for round_ in range(25):
-        path = tmp_path / f"p{round_}.sqlite3"
-        start, results = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_opener, args=(str(path), start, results)) for _ in range(3)]
-        for p in procs:
-            p.start()
-        start.set()
-        outcomes = [results.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(60)
-        assert outcomes == ["ok"] * 3, outcomes
+    ctx = mp.get_context("spawn")
+    rounds, barrier, results = 25, ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_opener, args=(str(tmp_path), rounds, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in range(3 * rounds)]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert [o for o in outcomes if o != "ok"] == []
 
 
 def _killed_writer(path: str, inserted) -> None:
