@@ -276,9 +276,10 @@ class ProfileStore:
         conn = self._conn
         deadline = time.monotonic() + self._timeout
         pause = 0.005
-        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        while True:
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA journal_mode=WAL").fetchone()  # a no-op when WAL is on already
+                return
             except sqlite3.OperationalError as exc:
                 text = _first_line(exc)
                 if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:

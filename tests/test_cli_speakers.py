@@ -255,3 +255,20 @@ def test_console_entry_flushes_everything_before_its_fast_exit():
     assert proc.returncode == 3
     assert proc.stdout.splitlines() == [str(i) for i in range(5000)]
     assert proc.stderr == "last words without a newline"
+
+
+def test_console_entry_waits_for_a_thread_still_at_work(tmp_path):
+    marker = tmp_path / "written"
+    code = ("import threading, time\n"
+            "from stream_spk.cli import main as m\n"
+            "def late():\n"
+            "    time.sleep(0.5)\n"
+            f"    open({str(marker)!r}, 'w').write('saved')\n"
+            "def fake():\n"
+            "    threading.Thread(target=late).start()\n"
+            "    return 0\n"
+            "m.main = fake\n"
+            "m.run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.read_text() == "saved"

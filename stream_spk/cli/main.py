@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from stream_spk import __version__
@@ -60,9 +61,12 @@ def run() -> None:
 
     Tearing down an interpreter that imported torch takes about 0.35 s, a sixth of a one-off
     ``stream-spk enroll``. Every file, database and audio stream is closed by the time main()
-    returns, so only the buffered output is left to flush.
+    returns, so only the buffered output is left to flush. A thread still at work (the desktop
+    app's worker, past its join timeout) gets the ordinary exit, which waits for it.
     """
     code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
     try:
         if "logging" in sys.modules:
             sys.modules["logging"].shutdown()
