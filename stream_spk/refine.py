@@ -9,8 +9,8 @@ emitted and the window embeddings it computed (nothing is embedded twice), then
 2. groups the pieces into segments of up to ``segment`` seconds inside each streamed turn and
    clusters the segments from scratch: average linkage on cosine distance, cut at ``threshold``,
 3. absorbs clusters with less than ``min_speaker`` seconds of speech into their nearest one,
-4. re-assigns every piece to the closest centroid (similarities smoothed over neighbouring
-   pieces), re-estimating the centroids ``iterations`` times,
+4. re-assigns every piece to the closest centroid, re-estimating the centroids ``iterations``
+   times,
 5. names each cluster after the streamed label it overlaps most (enrolled names carry over);
    a cluster the stream never had gets a new ``speaker N``.
 
@@ -38,9 +38,8 @@ class RefineConfig:
 
     piece: float = 0.5  # seconds: speech is relabelled in pieces this long
     segment: float = 3.0  # seconds: the units clustered from scratch (inside one streamed turn)
-    threshold: float = 0.65  # average-linkage cosine distance at which segments stop merging
+    threshold: float = 0.6  # average-linkage cosine distance at which segments stop merging
     min_speaker: float = 2.0  # seconds: smaller clusters are absorbed by their nearest one
-    smooth: int = 1  # pieces on each side averaged into a piece's similarities
     iterations: int = 3  # re-assignment / centroid rounds
 
     def validate(self) -> None:
@@ -48,8 +47,8 @@ class RefineConfig:
             raise ValueError("piece must be positive and segment at least one piece")
         if not 0 < self.threshold < 2:
             raise ValueError("threshold is a cosine distance in (0, 2)")
-        if self.smooth < 0 or self.iterations < 0 or self.min_speaker < 0:
-            raise ValueError("smooth, iterations and min_speaker must not be negative")
+        if self.iterations < 0 or self.min_speaker < 0:
+            raise ValueError("iterations and min_speaker must not be negative")
 
 
 @dataclass
@@ -77,7 +76,7 @@ def refine_turns(turns: Sequence[Turn], windows: WindowLog, config: RefineConfig
     labels = _cluster_segments(pieces, config)
     labels = _absorb_small(pieces, labels, config.min_speaker)
     for _ in range(config.iterations):
-        labels = _reassign(pieces, labels, config)
+        labels = _reassign(pieces, labels)
         labels = _absorb_small(pieces, labels, config.min_speaker)
     names = _name_clusters(pieces, labels, [t[2] for t in turns])
     return merge_turns([(float(a), float(b), names[c])
@@ -169,43 +168,12 @@ def _absorb_small(pieces: _Pieces, labels: np.ndarray, min_speaker: float) -> np
     return _compact(labels)
 
 
-def _reassign(pieces: _Pieces, labels: np.ndarray, config: RefineConfig) -> np.ndarray:
+def _reassign(pieces: _Pieces, labels: np.ndarray) -> np.ndarray:
     k = int(labels.max()) + 1
     if k == 1:
         return labels
     sims = pieces.emb @ _centroids(pieces, labels, k).T
-    if config.smooth:
-        sims = _smooth_within_turns(sims, pieces, config.smooth)
     return np.argmax(sims, axis=1).astype(np.int64)
-
-
-def _smooth_within_turns(sims: np.ndarray, pieces: _Pieces, radius: int) -> np.ndarray:
-    """Mean of each piece's similarities with up to ``radius`` neighbours on each side, where
-    the neighbours touch it (no smoothing across a pause)."""
-    n = len(sims)
-    out = sims.copy()
-    weight = np.ones(n)
-    touching = np.abs(pieces.start[1:] - pieces.end[:-1]) < 1e-6  # piece i and i+1 are adjacent
-    reach_left = np.ones(n, bool)
-    reach_right = np.ones(n, bool)
-    for r in range(1, radius + 1):
-        # piece i sees i-r when every gap between them is closed
-        reach_left[r:] &= touching[r - 1 :] if r == 1 else _shifted_and(touching, r, left=True, n=n)
-        reach_left[:r] = False
-        reach_right[:-r] &= touching[: n - r] if r == 1 else _shifted_and(touching, r, left=False, n=n)
-        reach_right[-r:] = False
-        out[r:][reach_left[r:]] += sims[:-r][reach_left[r:]]
-        weight[r:][reach_left[r:]] += 1
-        out[:-r][reach_right[:-r]] += sims[r:][reach_right[:-r]]
-        weight[:-r][reach_right[:-r]] += 1
-    return out / weight[:, None]
-
-
-def _shifted_and(touching: np.ndarray, r: int, *, left: bool, n: int) -> np.ndarray:
-    """For each piece, whether the gap r-1 steps away (towards the left or right) is closed."""
-    if left:  # for piece i (i >= r): gap between i-r and i-r+1, i.e. touching[i-r]
-        return touching[: n - r]
-    return touching[r - 1 :]
 
 
 def _name_clusters(pieces: _Pieces, labels: np.ndarray, streamed: list[str]) -> dict[int, str]:
