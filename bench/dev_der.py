@@ -1,13 +1,17 @@
 """Streaming DER, label latency and throughput on the dev set (or any folder of WAV + RTTM).
 
-    python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--vad silero|webrtc] [--latency 1.0]
-                            [--refine]
+    python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--vad pyannote|silero|webrtc]
+                            [--latency 1.0] [--refine] [--shifts 0.3,0.6,1.09]
 
 Runs every FOLDER/*.wav through the same path as `stream-spk diarize` (the streaming pipeline,
-fed as fast as possible, final labels exactly as the stream emitted them), then prints DER at
-collar 0.25 and 0 (overlap scored) per file, per subset and overall with false alarm / miss /
-confusion, the emitted-label latency (median, p95) and throughput (audio s per wall s).
-With ``--refine`` the offline second pass of ``diarize --refine`` is scored too, separately.
+fed as fast as possible), then prints DER at collar 0.25 and 0 (overlap scored) per file, per
+subset and overall with false alarm / miss / confusion, for the session record (what the RTTM
+holds: final labels with the stream's later merges applied) and for the labels exactly as
+emitted (from the JSON lines), the emitted-label latency (median, p95) and throughput (audio s
+per wall s). With ``--refine`` the offline second pass of ``diarize --refine`` is scored too,
+separately. ``--shifts`` re-runs every file with that much silence in front (reference shifted
+to match) and prints the overall DER change: labels should not depend on where the audio falls
+on the pipeline's step grid.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from stream_spk.cli.diarize_cmd import diarize_file
 from stream_spk.evaluation import der_report, format_report
 from stream_spk.rttm import read_rttm
 from stream_spk.session import SessionOptions, build_pipeline
+from stream_spk.sinks import emitted_record, read_jsonl
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
 
@@ -41,9 +46,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default=str(DEFAULT))
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--vad", default="silero")
+    parser.add_argument("--vad", default="pyannote")
     parser.add_argument("--vad-threshold", type=float)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--shifts", default="", help="comma-separated leading silences (s) to test too")
     parser.add_argument("--refine", action="store_true",
                         help="also score the offline second pass (`diarize --refine`), reported separately")
     args = parser.parse_args()
@@ -62,22 +68,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         for wav in wavs:
             t0 = time.perf_counter()
-            res = diarize_file(str(wav), out, options, pipeline=pipeline, refine=args.refine)
+            res = diarize_file(str(wav), out, options, pipeline=pipeline, refine=args.refine, write_jsonl=True)
             wall += time.perf_counter() - t0 - (res["refine_seconds"] or 0.0)
             refine_wall += res["refine_seconds"] or 0.0
             audio += res["audio"]
             lat += res["latencies"]
         hyp: dict = {}
+        emitted: dict = {}
         refined: dict = {}
         ref: dict = {}
         for wav in wavs:
             hyp.update(read_rttm(Path(out) / f"{wav.stem}.rttm") or {wav.stem: []})
+            emitted[wav.stem] = emitted_record(read_jsonl(Path(out) / f"{wav.stem}.jsonl"))
             if args.refine:
                 refined.update(read_rttm(Path(out) / "refined" / f"{wav.stem}.rttm") or {wav.stem: []})
             rttm = wav.with_suffix(".rttm")
             if rttm.exists():
                 ref.update(read_rttm(rttm))
-    print_reports("streaming, final labels as emitted", ref, hyp)
+    print_reports("streaming, session record (RTTM: final labels, merges applied)", ref, hyp)
+    print_reports("streaming, final labels as emitted (JSON lines)", ref, emitted, per_file=False)
     if args.refine:
         print_reports("offline second pass (--refine)", ref, refined)
         print(f"\nsecond pass: {refine_wall:.2f} s for {audio:.0f} s of audio (not in the throughput below)")
@@ -85,15 +94,43 @@ def main() -> int:
     print(f"\nemitted-label latency (stream s from a piece's first sample to its final label): "
           f"median {np.median(arr):.2f} s, p95 {np.percentile(arr, 95):.2f} s, max {arr.max():.2f} s")
     print(f"throughput: {audio:.0f} s of audio in {wall:.1f} s = {audio / wall:.1f}x real time")
+    shifts = [float(x) for x in args.shifts.split(",") if x]
+    if shifts:
+        base = der_report(ref, {k: v for k, v in hyp.items() if k in ref}).total.der
+        print(f"\nshift robustness (overall DER, collar 0.25; unshifted {base:.2%}):")
+        for shift in shifts:
+            shifted = shifted_run(wavs, options, pipeline, shift)
+            der = der_report(ref, {k: v for k, v in shifted.items() if k in ref}).total.der
+            print(f"  {shift:.2f} s of silence in front: {der:.2%} ({100 * (der - base):+.2f} points)")
     return 0
 
 
-def print_reports(title: str, ref: dict, hyp: dict) -> None:
-    """DER tables at collar 0.25 and 0, per file and per subset."""
+def shifted_run(wavs: list[Path], options, pipeline, shift: float) -> dict:
+    """Session records of every file with ``shift`` s of silence in front, shifted back."""
+    import soundfile as sf
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for wav in wavs:
+            audio, rate = sf.read(wav, dtype="float32")
+            padded = Path(tmp) / wav.name
+            sf.write(padded, np.concatenate([np.zeros(int(round(shift * rate)), np.float32), audio]), rate)
+            diarize_file(str(padded), tmp, options, pipeline=pipeline)
+            turns = (read_rttm(Path(tmp) / f"{wav.stem}.rttm") or {wav.stem: []})[wav.stem]
+            out[wav.stem] = [(a - shift, b - shift, label) for a, b, label in turns]
+    return out
+
+
+def print_reports(title: str, ref: dict, hyp: dict, per_file: bool = True) -> None:
+    """DER tables at collar 0.25 and 0, per file (optional) and per subset."""
     for collar in (0.25, 0.0):
         report = der_report(ref, {k: v for k, v in hyp.items() if k in ref}, collar=collar)
         print(f"\n== {title}: DER, collar {collar} (overlap scored) ==")
-        print(format_report(report))
+        if per_file:
+            print(format_report(report))
+        else:
+            t = report.total
+            print(f"TOTAL {t.der:.1%} (FA {t.false_alarm:.1%}, miss {t.missed:.1%}, conf {t.confusion:.1%})")
         by_subset: dict[str, list] = {}
         for f in report.files:
             by_subset.setdefault(subset(f.uri), []).append(f)

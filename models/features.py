@@ -2,13 +2,15 @@
 ``InputNormalization(norm_type="sentence", std_norm=False)``, in pure torch.
 
 All functions take padded batches plus per-item sample or frame counts, so that a window
-padded into a batch gets exactly the features it gets alone.
+padded into a batch gets exactly the features it gets alone. :func:`sample_to_frame_weights`
+maps per-sample weights of a waveform to the feature frame rate.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 SAMPLE_RATE = 16000
@@ -104,3 +106,26 @@ def sentence_mean_norm(feats: torch.Tensor, num_frames_: torch.Tensor) -> torch.
     valid = lengths_to_mask(num_frames_, feats.shape[1])[:, :, None].to(feats.dtype)
     mean = (feats * valid).sum(dim=1, keepdim=True) / num_frames_[:, None, None].to(feats.dtype)
     return (feats - mean) * valid
+
+
+def sample_to_frame_weights(sample_weights: np.ndarray) -> np.ndarray:
+    """Per-sample weights of one waveform [N] -> per-frame weights [1 + N // 160] (float32).
+
+    Frame ``i`` is centred on sample ``i * 160`` and analyses the 400 samples
+    ``[i*160 - 200, i*160 + 200)`` (the centred STFT window). Its weight is the mean of the
+    sample weights over the part of that span inside the waveform, so a constant weight maps
+    to the same constant (all ones -> all ones) and every sample counts in at least one frame.
+
+    Example:
+        >>> w = np.r_[np.ones(800), np.zeros(800)].astype(np.float32)
+        >>> [round(float(v), 2) for v in sample_to_frame_weights(w)]
+        [1.0, 1.0, 1.0, 1.0, 0.9, 0.5, 0.1, 0.0, 0.0, 0.0, 0.0]
+    """
+    w = np.asarray(sample_weights, dtype=np.float64).reshape(-1)
+    n = w.size
+    cum = np.concatenate([[0.0], np.cumsum(w)])
+    centres = np.arange(num_frames(n)) * HOP_LENGTH
+    lo = np.clip(centres - WIN_LENGTH // 2, 0, n)
+    hi = np.clip(centres + WIN_LENGTH // 2, 0, n)
+    out = (cum[hi] - cum[lo]) / np.maximum(hi - lo, 1)
+    return out.astype(np.float32)

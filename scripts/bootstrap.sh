@@ -9,9 +9,11 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  # PortAudio for the microphone; Xvfb and Qt's xcb libraries for a real window on a headless box
+  # PortAudio for the microphone; Xvfb and Qt's xcb libraries for a real window on a headless box;
+  # PulseAudio + ALSA's pulse plugin for the live-microphone test on a real sound stack
+  # (tests/test_live_pulse.py runs a private daemon with a null sink; nothing is started here)
   for pkg in libportaudio2 xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 \
-             libxcb-render-util0 libxkbcommon-x11-0; do
+             libxcb-render-util0 libxkbcommon-x11-0 pulseaudio pulseaudio-utils libasound2-plugins; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

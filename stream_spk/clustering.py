@@ -8,6 +8,7 @@ candidates or speakers that turn out to be the same voice are merged (reported a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ class ClusterConfig:
     min_new_windows: int = 3  # ... spread over at least this many windows (one window is never enough)
     candidate_consistency: float = 0.55  # mean cosine of a candidate's windows to its centroid
     candidate_timeout: float = 8.0  # stream seconds without new evidence before a candidate is dropped
+    candidate_margin: float = 0.0  # a final label goes to a candidate only this much closer than any speaker
     profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
     adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
     adapt_threshold: float = 0.6  # ... only windows at least this similar
@@ -137,17 +139,48 @@ class OnlineClusterer:
         best = max(anon, key=lambda i: sims[i])
         return best, float(sims[best])
 
+    def pick_final(self, sims: np.ndarray, exclude: Sequence[int] = ()) -> tuple[int, float]:
+        """Best cluster for a *final* label: enrolled profiles first, then confirmed speakers.
+
+        A candidate (not yet confirmed) is chosen only when no speaker is confirmed yet or it is
+        closer than every confirmed speaker by ``candidate_margin``, so a short spurious cluster
+        does not leave its own label in the record. ``exclude``: indices not to return (a label
+        the same stretch already has).
+        """
+        cfg = self.config
+        allowed = [i for i in range(len(self.clusters)) if i not in exclude]
+        prof = [i for i in allowed if self.clusters[i].name is not None]
+        if prof:
+            best = max(prof, key=lambda i: sims[i])
+            if sims[best] >= cfg.profile_threshold:
+                return best, float(sims[best])
+        anon = [i for i in allowed if self.clusters[i].name is None]
+        if not anon:
+            return -1, -1.0
+        best = max(anon, key=lambda i: sims[i])
+        if not self.clusters[best].confirmed:
+            rivals = [i for i, c in enumerate(self.clusters) if c.confirmed and c.name is None]
+            if rivals and sims[best] < max(sims[i] for i in rivals) + cfg.candidate_margin:
+                confirmed = [i for i in anon if self.clusters[i].confirmed]
+                if not confirmed:
+                    return -1, -1.0
+                best = max(confirmed, key=lambda i: sims[i])
+        return best, float(sims[best])
+
     # --- updates -------------------------------------------------------------------------
     def _new_label(self) -> str:
         label = f"speaker {self._next_number}"
         self._next_number += 1
         return label
 
-    def observe(self, emb: np.ndarray, duration: float, time: float, speech: float | None = None) -> Assignment:
+    def observe(self, emb: np.ndarray, duration: float, time: float, speech: float | None = None,
+                prefer: str | None = None, strict: float = 0.0) -> Assignment:
         """Assign one window embedding (L2-normalised) of ``duration`` s that ends at stream ``time``.
 
         ``speech``: seconds of speech this window adds to what earlier windows covered (overlapping
-        windows share audio); defaults to ``duration``.
+        windows share audio); defaults to ``duration``. ``prefer``: the speaker this voice was
+        assigned to just before (a continuing track), which it joins at the usual threshold;
+        any other speaker needs ``strict`` more similarity (the segmentation heard a change).
         """
         cfg = self.config
         speech = duration if speech is None else speech
@@ -156,7 +189,10 @@ class OnlineClusterer:
         sims = self.similarities(emb[None])[0]
         idx, score = self.pick(sims) if len(sims) else (-1, -1.0)
         cand_max = max((float(sims[i]) for i, c in enumerate(self.clusters)), default=-1.0)
-        if idx >= 0 and score >= (cfg.profile_threshold if self.clusters[idx].name else cfg.assign_threshold):
+        threshold = cfg.assign_threshold
+        if strict and idx >= 0 and self.clusters[idx].label != (self.resolve(prefer) if prefer else None):
+            threshold += strict
+        if idx >= 0 and score >= (cfg.profile_threshold if self.clusters[idx].name else threshold):
             cluster = self.clusters[idx]
             updated = not cluster.fixed or (cfg.adapt_profiles and score >= cfg.adapt_threshold)
             if updated:

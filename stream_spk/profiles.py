@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sqlite3
@@ -39,6 +40,9 @@ EXPORT_FORMAT = "stream-spk-profiles"
 EXPORT_VERSION = 1
 EMBED_DIM = 192
 MAX_NAME_LENGTH = 64
+MAX_IMPORT_NORM = 1e3  # exported vectors have length 1
+MAX_SPEECH_SECONDS = 1e7  # 115 days of speech
+MAX_TIME_LENGTH = 40
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # The pipeline labels anonymous speakers "speaker N"; an enrolled name must not look like one.
 _ANONYMOUS = re.compile(r"speaker\s*\d+", re.IGNORECASE)
@@ -61,18 +65,39 @@ def default_profiles_path() -> Path:
     return Path(user_data_dir("stream-spk")) / "profiles.sqlite3"
 
 
-def validate_name(name: str) -> str:
-    """The stripped speaker name, or a :class:`ProfileError` saying what is wrong with it."""
+# control, format (zero-width, bidi), line/paragraph separator characters; surrogates, unassigned
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same speaker: compatibility-normalised, case-folded
+    (``Émile`` = ``E\u0301mile`` = ``émile``, ``Straße`` = ``STRASSE``)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def validate_name(name: str, *, lookup: bool = False) -> str:
+    """The stripped speaker name in Unicode NFC, or a :class:`ProfileError` saying what is wrong.
+
+    Names are compared by :func:`name_key`. Invisible characters (control, zero-width, bidi
+    controls, line/paragraph separators) are refused: two names that look the same must be
+    the same name. With ``lookup`` (a name that only finds an enrolled speaker: get, rename's
+    old name, delete, export) they are allowed, so that a speaker enrolled before this rule
+    can still be managed.
+    """
     if not isinstance(name, str):
         raise ProfileError(f"speaker name must be text, not {type(name).__name__}")
-    clean = name.strip()
+    clean = unicodedata.normalize("NFC", name.strip())
     if not clean:
         raise ProfileError("speaker name is empty")
     if len(clean) > MAX_NAME_LENGTH:
         raise ProfileError(f"speaker name {clean[:20]!r}... is {len(clean)} characters long; "
                            f"at most {MAX_NAME_LENGTH} are allowed")
-    if any(unicodedata.category(c) == "Cc" for c in clean):
-        raise ProfileError(f"speaker name {clean!r} contains control characters")
+    bad = sorted({f"U+{ord(c):04X}" for c in clean if unicodedata.category(c) in _INVISIBLE})
+    if bad and not lookup:
+        raise ProfileError(f"speaker name {clean!r} contains invisible or control characters "
+                           f"({', '.join(bad[:5])})")
+    if not name_key(clean).strip():
+        raise ProfileError("speaker name is empty")
     if _ANONYMOUS.fullmatch(clean):
         raise ProfileError(f"speaker name {clean!r} is reserved for anonymous speakers; choose a real name")
     return clean
@@ -143,13 +168,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _checked_time(value: object) -> str:
+    """An imported ISO 8601 time stamp (now when absent); anything else is a ValueError."""
+    if value is None or value == "":
+        return _now()
+    if not isinstance(value, str) or len(value) > MAX_TIME_LENGTH:
+        shown = f"{type(value).__name__} of {len(value)} characters" if isinstance(value, str) else repr(value)[:40]
+        raise ValueError(f"'created' must be an ISO 8601 time, not {shown}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'created' must be an ISO 8601 time, not {value!r}") from None
+    return value
+
+
 def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
 def _normalise_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / norms).astype(np.float32)
+    v = np.asarray(vectors, np.float64)  # float32 norms of large values overflow to inf
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -184,9 +223,16 @@ class ProfileStore:
         self.path = Path(path).expanduser() if path is not None else default_profiles_path()
         self._lock = threading.RLock()
         self._timeout = timeout
+        self._check_model_on_open = check_model
+        self._pending = False  # no file yet: an empty in-memory store until the first write
         if not create and not self.path.exists():
             raise ProfileError(f"{self.path}: no profile store there yet (enroll a speaker first)")
-        self._conn = self._open(timeout)
+        in_memory = not (self.path.exists() or self.path.is_symlink())
+        if in_memory:
+            self._check_creatable(self.path)
+            self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            self._conn = self._open(timeout)
         try:
             self._prepare()
             if check_model:
@@ -194,6 +240,37 @@ class ProfileStore:
         except BaseException:
             self._conn.close()
             raise
+        self._pending = in_memory  # decided once: another process may create the file meanwhile
+
+    @staticmethod
+    def _check_creatable(path: Path) -> None:
+        """A one-line error now (not after the work) when the store could never be created."""
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ProfileError(f"{path}: cannot create the profile store ({parent} is not a folder)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ProfileError(f"{path}: cannot create the profile store ({parent} is not writable)")
+
+    def _materialise(self) -> None:
+        """The first write to a store that was not there: create the file now (an enrollment or
+        import that fails or is refused never leaves an empty store behind)."""
+        with self._lock:
+            if not self._pending:
+                return
+            self._pending = False
+            memory = self._conn
+            self._conn = self._open(self._timeout)
+            memory.close()
+            try:
+                self._prepare()
+                if self._check_model_on_open:
+                    self._check_model()
+            except BaseException:
+                self._conn.close()
+                self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                raise
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -357,6 +434,8 @@ class ProfileStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed whole, or rolled back whole."""
+        if self._pending:
+            self._materialise()
         with self._sql():
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -385,8 +464,18 @@ class ProfileStore:
 
     # ---- queries ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _find(conn: sqlite3.Connection, name: str) -> tuple[int, str] | None:
+        """(id, stored name) of the speaker ``name`` denotes (:func:`name_key`), or None."""
+        key = name_key(name)
+        rows = [r for r in conn.execute("SELECT id, name FROM speakers ORDER BY id") if name_key(r[1]) == key]
+        if not rows:
+            return None
+        exact = [r for r in rows if r[1] == name]  # an older store may hold two spellings
+        return tuple(exact[0] if exact else rows[0])  # type: ignore[return-value]
+
     def _speaker_id(self, conn: sqlite3.Connection, name: str) -> int:
-        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        row = self._find(conn, name)
         if row is None:
             raise ProfileError(f"no enrolled speaker named {name!r}")
         return row[0]
@@ -406,22 +495,20 @@ class ProfileStore:
         return [SpeakerRecord(r[0], r[1], r[2], int(r[3]), float(r[4]), r[5], r[6]) for r in rows]
 
     def get(self, name: str) -> SpeakerRecord:
-        """The record of one speaker (names match case-insensitively)."""
-        name = validate_name(name)
-        with self._sql():
-            r = self._conn.execute(
+        """The record of one speaker (names match as :func:`name_key` says)."""
+        name = validate_name(name, lookup=True)
+        with self._read() as conn:
+            sid = self._speaker_id(conn, name)
+            r = conn.execute(
                 "SELECT name, created, updated, n_embeddings, speech_seconds, model_id, model_hash "
-                "FROM speakers WHERE name = ?", (name,)).fetchone()
-        if r is None:
-            raise ProfileError(f"no enrolled speaker named {name!r}")
+                "FROM speakers WHERE id = ?", (sid,)).fetchone()
         return SpeakerRecord(r[0], r[1], r[2], int(r[3]), float(r[4]), r[5], r[6])
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str) or not name.strip():
             return False
         with self._sql():
-            return self._conn.execute("SELECT 1 FROM speakers WHERE name = ?",
-                                      (name.strip(),)).fetchone() is not None
+            return self._find(self._conn, unicodedata.normalize("NFC", name.strip())) is not None
 
     def known_speakers(self) -> list[KnownSpeaker]:
         """Every enrolled speaker with its centroid, for the clusterer (refuses another model's store)."""
@@ -440,7 +527,7 @@ class ProfileStore:
 
     def embeddings(self, name: str) -> tuple[np.ndarray, list[str], list[float]]:
         """All stored vectors [N, 192] of one speaker with their sources and durations."""
-        name = validate_name(name)
+        name = validate_name(name, lookup=True)
         with self._read() as conn:
             sid = self._speaker_id(conn, name)
             rows = conn.execute("SELECT vector, source, duration FROM embeddings WHERE speaker_id = ? "
@@ -482,7 +569,7 @@ class ProfileStore:
         if len(sources) != len(vectors) or len(durations) != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(sources)} sources and "
                              f"{len(durations)} durations")
-        norms = np.linalg.norm(vectors, axis=1)
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
         if not np.isfinite(vectors).all() or (norms < 1e-6).any():
             raise ValueError("vectors must be finite and non-zero")
         if not all(np.isfinite(d) and d >= 0 for d in durations):
@@ -492,7 +579,7 @@ class ProfileStore:
     def _insert(self, conn: sqlite3.Connection, name: str, vectors: np.ndarray, sources: Sequence[str],
                 durations: Sequence[float], seconds: float, created: str | None = None) -> KnownSpeaker:
         now = _now()
-        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        row = self._find(conn, name)
         if row is None:
             cur = conn.execute(
                 "INSERT INTO speakers (name, created, updated, model_id, model_hash, centroid, "
@@ -518,17 +605,17 @@ class ProfileStore:
 
     def rename(self, old: str, new: str) -> None:
         """Rename a speaker (a change of case only is allowed); the new name must be free."""
-        old, new = validate_name(old), validate_name(new)
+        old, new = validate_name(old, lookup=True), validate_name(new)
         with self._write() as conn:
             sid = self._speaker_id(conn, old)
-            clash = conn.execute("SELECT id, name FROM speakers WHERE name = ?", (new,)).fetchone()
+            clash = self._find(conn, new)
             if clash is not None and clash[0] != sid:
                 raise ProfileError(f"a speaker named {clash[1]!r} is already enrolled")
             conn.execute("UPDATE speakers SET name = ?, updated = ? WHERE id = ?", (new, _now(), sid))
 
     def delete(self, name: str) -> None:
         """Delete a speaker and all its embeddings."""
-        name = validate_name(name)
+        name = validate_name(name, lookup=True)
         with self._write() as conn:
             sid = self._speaker_id(conn, name)
             conn.execute("DELETE FROM speakers WHERE id = ?", (sid,))
@@ -541,7 +628,7 @@ class ProfileStore:
         The file is written owner-only (0600) and atomically. Returns the number of speakers.
         """
         path = Path(path)
-        wanted = None if names is None else [validate_name(n) for n in names]
+        wanted = None if names is None else [validate_name(n, lookup=True) for n in names]
         store_id, store_hash = self.store_model
         speakers = []
         with self._read() as conn:
@@ -583,13 +670,14 @@ class ProfileStore:
         entries = self._read_export(path)
         self._check_model()
         with self._write() as conn:
-            clashes = [e["name"] for e in entries
-                       if conn.execute("SELECT 1 FROM speakers WHERE name = ?", (e["name"],)).fetchone()]
+            clashes = [e["name"] for e in entries if self._find(conn, e["name"]) is not None]
             if clashes and not replace:
                 raise ProfileError(f"{path}: already enrolled: {', '.join(clashes)} (use --replace to "
                                    "overwrite them)")
             for e in entries:
-                conn.execute("DELETE FROM speakers WHERE name = ?", (e["name"],))
+                old = self._find(conn, e["name"])
+                if old is not None:
+                    conn.execute("DELETE FROM speakers WHERE id = ?", (old[0],))
                 self._insert(conn, e["name"], e["vectors"], e["sources"], e["durations"],
                              e["speech_seconds"], created=e["created"])
         return [e["name"] for e in entries]
@@ -619,17 +707,23 @@ class ProfileStore:
         for i, sp in enumerate(speakers):
             try:
                 name = validate_name(sp["name"])
-                vectors = np.asarray(sp["embeddings"], dtype=np.float32)
+                vectors = np.asarray(sp["embeddings"], dtype=np.float64)
+                norms = np.linalg.norm(vectors, axis=1) if vectors.ndim == 2 else np.zeros(0)
+                if vectors.ndim == 2 and not (np.isfinite(norms) & (norms <= MAX_IMPORT_NORM)).all():
+                    raise ValueError("embeddings must be finite vectors of moderate length (exported "
+                                     "ones have length 1)")
                 sources = [str(s) for s in sp["sources"]]
                 durations = [float(d) for d in sp["durations"]]
                 vectors = self._checked_vectors(vectors, sources, durations)
                 seconds = float(sp.get("speech_seconds", sum(durations)))
-                created = str(sp.get("created") or _now())
+                if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SPEECH_SECONDS):
+                    raise ValueError(f"speech_seconds {seconds!r} must be between 0 and {MAX_SPEECH_SECONDS:g}")
+                created = _checked_time(sp.get("created"))
             except (KeyError, TypeError, ValueError, ProfileError) as exc:
                 raise ProfileError(f"{path}: speaker {i + 1} is malformed ({_first_line(exc)})") from None
-            if name.casefold() in seen:
+            if name_key(name) in seen:
                 raise ProfileError(f"{path}: speaker {name!r} appears twice")
-            seen.add(name.casefold())
+            seen.add(name_key(name))
             entries.append({"name": name, "vectors": vectors, "sources": sources, "durations": durations,
                             "speech_seconds": seconds, "created": created})
         return entries

@@ -78,25 +78,96 @@ def write_rttm(fh_or_path: IO[str] | str | os.PathLike, uri: str, turns: Iterabl
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
-    if not path.parent.is_dir():
-        raise StreamSpkError(f"{path}: folder {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise StreamSpkError(f"{path}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``.
+
+    The file is owner-only (0600). On any failure ``path`` is left as it was and no temporary
+    file remains.
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+
+
+def _cannot_write(path: Path, exc: BaseException) -> StreamSpkError:
+    reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+    return StreamSpkError(f"{path}: cannot write ({reason})")
+
+
+class atomic_file:  # noqa: N801 - used like open()
+    """``with atomic_file(path, "w") as fh:`` writes a temporary file next to ``path`` (0600) that
+    replaces ``path`` only when the block ends without an exception; otherwise it is removed
+    and ``path`` keeps its earlier contents. ``commit()``/``abort()`` do the same by hand.
+    OS errors become :class:`StreamSpkError` naming ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "w") -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise StreamSpkError(f"{self.path}: folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise StreamSpkError(f"{self.path}: is a folder")
         try:
-            os.unlink(tmp)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
+        self.tmp = Path(tmp)
+        self.fh = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        self.done = False
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _cannot_write(self.path, exc) from None
+
+    def flush(self) -> None:
+        try:
+            self.fh.flush()
+        except OSError as exc:
+            self.abort()
+            raise _cannot_write(self.path, exc) from None
+
+    def commit(self) -> None:
+        """Flush, sync and rename over ``path`` (idempotent)."""
+        if self.done:
+            return
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise _cannot_write(self.path, exc) from None
+            raise
+        self.done = True
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` keeps its earlier contents (idempotent)."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.fh.close()
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise StreamSpkError(f"{path}: cannot write ({exc.strerror or exc.__class__.__name__})") \
-                from None
-        raise
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

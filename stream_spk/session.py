@@ -23,7 +23,7 @@ class SessionOptions:
     precision: str = "auto"
     compute_device: str = "auto"
     latency: float = 1.0
-    vad: str = "silero"
+    vad: str = "pyannote"  # or a VAD with sliding windows: "silero", "webrtc"
     vad_threshold: float | None = None
     profiles: str | os.PathLike | None = None  # None: $STREAM_SPK_PROFILES or the user store, if present
     use_profiles: bool = True
@@ -31,10 +31,25 @@ class SessionOptions:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def pipeline_config(self) -> PipelineConfig:
-        vad = VadConfig(backend=self.vad) if self.vad_threshold is None else \
-            VadConfig(backend=self.vad, threshold=self.vad_threshold)  # type: ignore[arg-type]
+        backend = "silero" if self.vad == "pyannote" else self.vad  # (unused by the segmented pipeline)
+        vad = VadConfig(backend=backend) if self.vad_threshold is None else \
+            VadConfig(backend=backend, threshold=self.vad_threshold)  # type: ignore[arg-type]
         step = 0.5 if self.latency >= 1.0 else max(0.1, self.latency / 2)
         return PipelineConfig(latency=self.latency, step=step, vad=vad, cluster=self.cluster)
+
+    def segmented_config(self):
+        """Settings of the segmentation-driven pipeline (``vad="pyannote"``)."""
+        from stream_spk.segmented import SegmentationConfig, SegmentedConfig
+
+        step = 0.5 if self.latency >= 1.0 else max(0.1, round(self.latency / 2, 2))
+        # labels are final once the latest 5 s chunk has seen them: a longer latency is met sooner
+        latency = min(self.latency, 4.5)
+        seg = SegmentationConfig() if self.vad_threshold is None else \
+            SegmentationConfig(speech_threshold=self.vad_threshold)
+        # the clustering thresholds of the segmented pipeline were chosen by leave-one-subset-out
+        # cross-validation (bench/tune_segmented.py --cv): assign 0.4, merge 0.55
+        cluster = self.cluster if self.cluster != ClusterConfig() else ClusterConfig(assign_threshold=0.4)
+        return SegmentedConfig(latency=latency, step=step, segmentation=seg, cluster=cluster)
 
 
 def load_profiles(options: SessionOptions) -> list:
@@ -75,4 +90,11 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
 
         embedder = Embedder.from_checkpoint(options.model_file, device=options.compute_device,
                                             precision=options.precision, quiet=quiet)
+    if options.vad == "pyannote":
+        from stream_spk.local_segmentation import ChunkSegmenter
+        from stream_spk.models.segmentation import Segmenter
+        from stream_spk.segmented import SegmentedPipeline
+
+        segmenter = ChunkSegmenter(Segmenter.from_checkpoint(device=options.compute_device, quiet=quiet))
+        return SegmentedPipeline(embedder, segmenter, options.segmented_config(), profiles=profiles)
     return Pipeline(embedder, config, profiles=profiles)

@@ -9,11 +9,12 @@ import os
 import re
 import sys
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from stream_spk.errors import StreamSpkError
-from stream_spk.rttm import Turn, atomic_write_text, format_rttm
+from stream_spk.rttm import Turn, atomic_file, atomic_write_text, format_rttm
 from stream_spk.types import Event, Relabel, SpeakerTurn, SpeechEnd, SpeechStart, Stats
 
 MERGE_GAP = 0.05  # seconds: same-label turns closer than this are written as one
@@ -54,12 +55,67 @@ def merge_turns(turns: list[Turn], gap: float = MERGE_GAP) -> list[Turn]:
     return sorted(out)
 
 
-class RttmWriter(_Sink):
-    """Collects final :class:`SpeakerTurn` events and writes them as RTTM on ``close()``.
+class SessionRecord:
+    """The final turns of a stream, as emitted and as they stand at the end of the session.
 
-    A later final event with the same ``turn_id`` replaces the earlier one; provisional turns and
-    :class:`Relabel` events are ignored (the file holds the labels as the stream finalised them).
-    The file is written atomically (temporary file + rename).
+    Feed it every event in order (:meth:`handle`). A final :class:`SpeakerTurn` with a known
+    ``turn_id`` replaces the earlier version; provisional turns are ignored. A :class:`Relabel`
+    moves every turn that carries ``old`` *at that point of the stream* to ``new``, so chains
+    (a -> b, later b -> c) end at c, and a label used again after it was relabelled starts a
+    new speaker.
+    """
+
+    def __init__(self) -> None:
+        self._turns: dict[int, Turn] = {}  # as emitted
+        self._label: dict[int, str] = {}  # turn_id -> label at the end of the session (so far)
+        self._members: dict[str, set[int]] = {}  # current label -> turn ids
+
+    def handle(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, SpeakerTurn) and ev.status == "final":
+                previous = self._label.get(ev.turn_id)
+                if previous is not None:
+                    self._members[previous].discard(ev.turn_id)
+                self._turns[ev.turn_id] = (ev.start, ev.end, ev.label)
+                self._label[ev.turn_id] = ev.label
+                self._members.setdefault(ev.label, set()).add(ev.turn_id)
+            elif isinstance(ev, Relabel) and ev.old != ev.new:
+                moved = self._members.pop(ev.old, set())
+                for turn_id in moved:
+                    self._label[turn_id] = ev.new
+                self._members.setdefault(ev.new, set()).update(moved)
+
+    def turns(self) -> list[Turn]:
+        """Final turns under the label each speaker has at the end of the session (merges and
+        renames applied), sorted, touching same-label turns joined; different speakers that
+        overlap in time stay separate turns."""
+        return merge_turns([(a, b, self._label[i]) for i, (a, b, _) in self._turns.items()])
+
+    def emitted(self) -> list[Turn]:
+        """Final turns with the labels as the stream emitted them (sorted, joined)."""
+        return merge_turns(list(self._turns.values()))
+
+
+def session_record(events: Iterable[Event]) -> list[Turn]:
+    """The session record of a list of events: :meth:`SessionRecord.turns` (what ``--rttm`` and
+    ``diarize`` write)."""
+    record = SessionRecord()
+    record.handle(list(events))
+    return record.turns()
+
+
+def emitted_record(events: Iterable[Event]) -> list[Turn]:
+    """Final turns with the labels as emitted (relabels ignored): :meth:`SessionRecord.emitted`."""
+    record = SessionRecord()
+    record.handle(list(events))
+    return record.emitted()
+
+
+class RttmWriter(_Sink):
+    """Collects final :class:`SpeakerTurn` and :class:`Relabel` events; writes the session record
+    (:class:`SessionRecord`: every turn under the speaker's label at the end of the session) as
+    RTTM on ``close()``, atomically (temporary file + rename, owner-only). ``abort()`` writes
+    nothing: an earlier file at ``path`` stays as it was.
     """
 
     def __init__(self, path: str | os.PathLike, uri: str) -> None:
@@ -67,23 +123,54 @@ class RttmWriter(_Sink):
         if not self.path.parent.is_dir():
             raise StreamSpkError(f"{self.path}: output folder {self.path.parent} does not exist")
         self.uri = uri
-        self._turns: dict[int, Turn] = {}
+        self.record = SessionRecord()
         self._closed = False
 
     def handle(self, events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, SpeakerTurn) and ev.status == "final":
-                self._turns[ev.turn_id] = (ev.start, ev.end, ev.label)
+        self.record.handle(events)
 
     def turns(self) -> list[Turn]:
-        """The turns as they would be written now (sorted, merged)."""
-        return merge_turns(list(self._turns.values()))
+        """The turns as they would be written now (final labels, sorted, joined)."""
+        return self.record.turns()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         atomic_write_text(self.path, format_rttm(self.uri, self.turns()))
+
+    def abort(self) -> None:
+        self._closed = True
+
+
+class OnSuccess(_Sink):
+    """Holds file sinks for a run whose input may still fail: the runner's ``close()`` does not
+    write them; :meth:`commit` (after a run that ended normally) does, :meth:`abort` drops them,
+    so a failed input never replaces a good earlier output nor leaves a temporary file."""
+
+    def __init__(self, sinks: Iterable[_Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def handle(self, events: list[Event]) -> None:
+        for sink in self.sinks:
+            sink.handle(events)
+
+    def close(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        try:
+            for sink in self.sinks:
+                sink.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        for sink in self.sinks:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
 
 
 def _clean(value: Any) -> Any:
@@ -122,22 +209,18 @@ def event_from_dict(data: dict) -> Event:
 class JsonlWriter(_Sink):
     """One JSON object per event per line (schema: docs/events.md), flushed after each batch.
 
-    A path is opened (and closed on ``close()``); an open text file is written to and flushed
-    but left open.
+    A path is written through a temporary file next to it (owner-only, 0600) that replaces the
+    path on ``close()``; ``abort()`` removes it and leaves an earlier file as it was. An open
+    text file is written to and flushed but left open.
     """
 
     def __init__(self, path_or_fh: str | os.PathLike | IO[str]) -> None:
+        self._atomic: atomic_file | None = None
         if hasattr(path_or_fh, "write"):
             self._fh: IO[str] = path_or_fh  # type: ignore[assignment]
-            self._owned = False
         else:
-            path = Path(path_or_fh)  # type: ignore[arg-type]
-            try:
-                self._fh = open(path, "w", encoding="utf-8")
-            except OSError as exc:
-                raise StreamSpkError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") \
-                    from None
-            self._owned = True
+            self._atomic = atomic_file(Path(path_or_fh), "w")  # type: ignore[arg-type]
+            self._fh = self._atomic  # type: ignore[assignment]
 
     def handle(self, events: list[Event]) -> None:
         if not events:
@@ -146,10 +229,14 @@ class JsonlWriter(_Sink):
         self._fh.flush()
 
     def close(self) -> None:
-        if self._owned and not self._fh.closed:
-            self._fh.close()
-        elif not self._owned:
+        if self._atomic is not None:
+            self._atomic.commit()
+        else:
             self._fh.flush()
+
+    def abort(self) -> None:
+        if self._atomic is not None:
+            self._atomic.abort()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Event]:

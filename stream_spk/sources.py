@@ -237,6 +237,11 @@ def resolve_input_device(device: int | str | None, devices: list[dict]) -> dict 
     raise DeviceError(f"no input device matching {device!r} (see stream-spk devices)")
 
 
+NO_INPUT_DEVICE = ("no audio input device: PortAudio sees no microphone and no sound server (ALSA has no "
+                   "capture device; PulseAudio/PipeWire is not running or not reachable); connect a microphone "
+                   "or start the sound server (e.g. `pulseaudio --start`), then check `stream-spk devices`")
+
+
 def _sounddevice_stream(device: Any, samplerate: int, channels: int, blocksize: int,
                         callback: Callable[..., None]) -> Any:
     sd = _import_sounddevice()
@@ -244,56 +249,117 @@ def _sounddevice_stream(device: Any, samplerate: int, channels: int, blocksize: 
                           dtype="float32", callback=callback)
 
 
+def _bounded(fn: Callable[[], Any], timeout: float, name: str) -> Any:
+    """``fn()`` on a daemon thread, waited for at most ``timeout`` seconds.
+
+    A call into PortAudio can block for ever when the sound server hangs (a stopped PulseAudio):
+    such a call is abandoned on its thread and :class:`TimeoutError` raised here instead.
+    """
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from the audio system within {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _is_no_device(exc: BaseException) -> bool:
+    return "querying device -1" in str(exc)
+
+
 class MicSource:
     """Live microphone audio as 16 kHz mono :class:`AudioChunk` (one-shot iterable).
 
     The PortAudio callback only copies each block into a bounded queue; a full queue or an
     input overflow counts as an overrun, reported in the next chunk's ``overruns``. ``t0``
-    advances by the samples delivered (lost audio is not re-timed). ``stop()`` (any thread) ends
-    the iteration and closes the stream. ``device`` is an index, a name substring or None (the
-    default input). ``stream_factory(device, samplerate, channels, blocksize, callback)`` replaces
-    sounddevice's InputStream (tests). No audio for ``stall_seconds`` raises :class:`DeviceError`.
+    advances by the samples delivered (lost audio is not re-timed). ``device`` is an index, a
+    name substring or None (the default input). ``stream_factory(device, samplerate, channels,
+    blocksize, callback)`` replaces sounddevice's InputStream (tests).
+
+    ``open()`` resolves the device and opens the stream (not started) so device problems show
+    before a model loads; iterating opens it when that was not done. ``stop()`` (any thread) ends
+    the iteration after the audio captured so far has been yielded. No audio for
+    ``stall_seconds``, or a stream that stops, raises :class:`DeviceError` after the audio
+    already captured (the last partial chunk included) has been yielded. The stream is stopped
+    and closed on a daemon thread (``wait_released()`` waits for it, bounded): a hung sound
+    server can never block the caller.
     """
 
     def __init__(self, device: int | str | None = None, chunk_seconds: float = 0.5,
                  stream_factory: StreamFactory | None = None, max_queue_seconds: float = 10.0,
-                 stall_seconds: float = 5.0) -> None:
+                 stall_seconds: float = 5.0, open_timeout: float = 5.0) -> None:
         self.device = device
         self.chunk_samples = _check_chunk_seconds(chunk_seconds)
         self._factory = stream_factory or _sounddevice_stream
         self._max_queue_seconds = max_queue_seconds
         self._stall_seconds = stall_seconds
+        self._open_timeout = open_timeout
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stopped = threading.Event()
         self._overruns_total = 0  # written by the callback thread only
+        self._blocks = 0  # callback blocks received (callback thread only)
+        self._stream: Any = None  # opened, not yet iterated
+        self._releaser: threading.Thread | None = None
         self.overruns = 0  # overruns reported so far
         self.sample_rate: int | None = None  # rate the stream was opened at
         self.device_name = "default input device"
+        self.device_index: int | None = None  # the resolved device (when resolved)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
+    def native(self) -> bool:
+        """True when the stream is a real PortAudio stream (not an injected one)."""
+        return self._factory is _sounddevice_stream
 
     def stop(self) -> None:
-        """End the iteration; the iterating thread closes the stream."""
+        """End the iteration once the audio captured so far is out (any thread)."""
         self._stopped.set()
         try:
             self._queue.put_nowait(_STOP)
         except queue.Full:
             pass  # the iterator polls the flag after each get
 
+    def queued_seconds(self) -> float:
+        """Captured audio not handed out yet (approximate)."""
+        rate = self.sample_rate or SAMPLE_RATE
+        return self._queue.qsize() * round(rate * _MIC_BLOCK_SECONDS) / rate
+
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status is not None and getattr(status, "input_overflow", False):
             self._overruns_total += 1
+        self._blocks += 1
         try:
             self._queue.put_nowait(np.array(indata, dtype=np.float32, copy=True))
         except queue.Full:
             self._overruns_total += 1
 
     def _resolve(self) -> Any:
-        if self.device is None:
+        if self.device is None and not self.native:
             return None
-        dev = resolve_input_device(self.device, list_input_devices())
-        if dev is None:
-            return None
-        self.device_name = f"input device {dev['index']} ({dev['name']})"
-        return dev["index"]
+        devices = list_input_devices()
+        if self.device is None and not devices:
+            raise DeviceError(NO_INPUT_DEVICE)
+        dev = resolve_input_device(self.device, devices)
+        if dev is None:  # inputs exist, but PortAudio names none as the default
+            raise DeviceError("no default audio input device; choose one with --device "
+                              f"(stream-spk devices lists {len(devices)})")
+        self.device_index = int(dev["index"])
+        prefix = "default input device" if self.device is None else "input device"
+        self.device_name = f"{prefix} {dev['index']} ({dev['name']})"
+        return None if self.device is None else dev["index"]
 
     def _default_rate(self, device: Any) -> int | None:
         try:
@@ -302,11 +368,28 @@ class MicSource:
             return None
         return int(dev["default_samplerate"]) if dev else None
 
+    def open(self) -> MicSource:
+        """Resolve the device and open its stream now (idempotent); raises :class:`DeviceError`."""
+        if self._stream is None:
+            self._stream = self._open()
+        return self
+
+    def close(self) -> None:
+        """Release a stream that was opened but never iterated (iteration releases its own)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._release(stream)
+
     def _open(self) -> Any:
         device = self._resolve()
         try:
             return self._open_at(device, SAMPLE_RATE)
         except Exception as first:
+            if _is_no_device(first):
+                raise DeviceError(NO_INPUT_DEVICE) from None
+            if isinstance(first, TimeoutError):
+                raise DeviceError(f"cannot open {self.device_name} ({_reason(first)}); is the sound "
+                                  "server (PulseAudio/PipeWire) hung? restart it and try again") from None
             rate = self._default_rate(device)
             if rate is None or rate == SAMPLE_RATE:
                 raise DeviceError(f"cannot open {self.device_name} ({_reason(first)})") from None
@@ -319,26 +402,48 @@ class MicSource:
     def _open_at(self, device: Any, rate: int) -> Any:
         block = max(1, round(rate * _MIC_BLOCK_SECONDS))
         self._queue = queue.Queue(maxsize=max(2, math.ceil(self._max_queue_seconds / _MIC_BLOCK_SECONDS)))
-        stream = self._factory(device, rate, 1, block, self._callback)
+        stream = _bounded(lambda: self._factory(device, rate, 1, block, self._callback), self._open_timeout,
+                          "stream-spk-mic-open")
         self.sample_rate = rate
         return stream
 
+    def _release(self, stream: Any) -> None:
+        """Stop (abort) and close ``stream`` on a daemon thread; never waits for it."""
+        def release() -> None:
+            stopper = getattr(stream, "abort", None) or getattr(stream, "stop", None)
+            for method in (stopper, getattr(stream, "close", None)):
+                if method is None:
+                    continue
+                try:
+                    method()
+                except Exception:
+                    pass  # a vanished device cannot be stopped cleanly; nothing more to do
+
+        self._releaser = threading.Thread(target=release, name="stream-spk-mic-release", daemon=True)
+        self._releaser.start()
+
+    def wait_released(self, timeout: float = 1.0) -> bool:
+        """Wait up to ``timeout`` s for the stream to be closed; False when the audio system hangs
+        (the closing thread is then abandoned: it is a daemon and never delays the exit)."""
+        releaser = self._releaser
+        if releaser is None:
+            return True
+        releaser.join(timeout)
+        return not releaser.is_alive()
+
     def __iter__(self) -> Iterator[AudioChunk]:
         if self._stopped.is_set():
+            self.close()
             return
-        stream = self._open()
+        stream, self._stream = self._stream or self._open(), None
         try:
             try:
-                stream.start()
+                _bounded(stream.start, self._open_timeout, "stream-spk-mic-start")
             except Exception as exc:
                 raise DeviceError(f"cannot start {self.device_name} ({_reason(exc)})") from None
             yield from self._read(stream)
         finally:
-            for method in ("stop", "close"):
-                try:
-                    getattr(stream, method)()
-                except Exception:
-                    pass  # a vanished device cannot be stopped cleanly; nothing more to do
+            self._release(stream)
 
     def _read(self, stream: Any) -> Iterator[AudioChunk]:
         chunker = _Chunker(self.chunk_samples)
@@ -346,6 +451,7 @@ class MicSource:
         poll = min(0.1, self._stall_seconds)
         silent_since = time.monotonic()
         drain: int | None = None  # blocks still to take after stop()
+        error: DeviceError | None = None
         while True:
             if self._stopped.is_set():
                 if drain is None:
@@ -358,7 +464,11 @@ class MicSource:
                 try:
                     block = self._queue.get(timeout=poll)
                 except queue.Empty:
-                    self._check_alive(stream, silent_since)
+                    try:
+                        self._check_alive(stream, silent_since)
+                    except DeviceError as exc:
+                        error = exc  # yield what was heard first, then report
+                        break
                     continue
                 if block is _STOP:
                     continue  # the flag is set: drain, then end
@@ -374,6 +484,8 @@ class MicSource:
         tail = chunker.flush()
         for samples, t0 in ready + ([] if tail is None else [tail]):
             yield self._chunk(samples, t0)
+        if error is not None:
+            raise error
 
     def _get_nowait(self) -> np.ndarray | None:
         """The next queued block, skipping stop sentinels; None when the queue is empty."""
@@ -394,10 +506,101 @@ class MicSource:
         try:
             active = bool(getattr(stream, "active", True))
         except Exception as exc:
-            raise DeviceError(f"{self.device_name} failed ({_reason(exc)}); was it disconnected?") \
+            raise DeviceError(f"{self.device_name} failed ({_reason(exc)}; was it disconnected?)") \
                 from None
         if not active and not self._stopped.is_set():
-            raise DeviceError(f"{self.device_name} stopped delivering audio; was it disconnected?")
+            raise DeviceError(f"{self.device_name} stopped delivering audio (was it disconnected?)")
         if time.monotonic() - silent_since > self._stall_seconds:
-            raise DeviceError(f"no audio from {self.device_name} for {self._stall_seconds:g} s; "
-                              "was it disconnected?")
+            what = "the sound server stopped answering or the device was disconnected" if self._blocks \
+                else "is the device muted, busy or disconnected?"
+            raise DeviceError(f"no audio from {self.device_name} for {self._stall_seconds:g} s ({what})")
+
+
+_NATIVE_NOISE = (b"ALSA lib ", b"Expression '", b"PaAlsaStream", b"Cannot connect to server")
+
+
+def _strip_noise(lines: list[bytes]) -> bytes:
+    return b"".join(line for line in lines if not line.startswith(_NATIVE_NOISE))
+
+
+class quiet_native_output:
+    """Hide what the C audio libraries print on stderr while a device fails (PortAudio's
+    ``Expression '...' failed in 'src/hostapi/...'``, ``ALSA lib ...``), so the user sees our
+    one-line message instead. Each descriptor in ``fds`` goes through a pipe whose reader forwards
+    everything else, in order (Python's own output passes through it too). Restored on exit, the
+    readers drained first. Check ``isatty()`` before entering: inside, the descriptors are pipes.
+    """
+
+    def __init__(self, enabled: bool = True, fds: tuple[int, ...] = (2,)) -> None:
+        self.enabled = enabled
+        self.fds = fds
+        self._saved: dict[int, int] = {}
+        self._readers: list[threading.Thread] = []
+
+    def __enter__(self) -> quiet_native_output:
+        if not self.enabled:
+            return self
+        self._flush()
+        for fd in self.fds:
+            try:
+                saved = os.dup(fd)
+                read_fd, write_fd = os.pipe()
+                os.dup2(write_fd, fd)
+                os.close(write_fd)
+            except (OSError, ValueError):
+                continue  # no usable descriptor: nothing to filter there
+            self._saved[fd] = saved
+            reader = threading.Thread(target=self._forward, args=(read_fd, saved), daemon=True,
+                                      name=f"stream-spk-fd{fd}")
+            reader.start()
+            self._readers.append(reader)
+        return self
+
+    @staticmethod
+    def _flush() -> None:
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+
+    @staticmethod
+    def _forward(read_fd: int, out_fd: int) -> None:
+        pending = b""
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while True:
+                data = pipe.read(65536)
+                if not data:
+                    break
+                pending += data
+                *complete, pending = pending.split(b"\n")
+                lines = [line + b"\n" for line in complete]
+                if pending and not pending.startswith(_NATIVE_NOISE):
+                    lines.append(pending)  # a line rewritten in place (a progress bar): pass it on now
+                    pending = b""
+                kept = _strip_noise(lines)
+                if kept:
+                    try:
+                        os.write(out_fd, kept)
+                    except OSError:
+                        pass
+        kept = _strip_noise([pending])
+        if kept:
+            try:
+                os.write(out_fd, kept)
+            except OSError:
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._saved:
+            return
+        self._flush()
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)  # the pipe's last writer is gone: its reader drains it and ends
+        for reader in self._readers:
+            reader.join(1.0)
+        for saved in self._saved.values():
+            os.close(saved)
+        self._saved, self._readers = {}, []

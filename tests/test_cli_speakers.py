@@ -110,8 +110,31 @@ def test_enroll_refused_exits_2(tmp_path, profiles, fake_model, capsys):
     captured = capsys.readouterr()
     assert "speech: 2.0 s" in captured.out
     assert "'Anna' not enrolled: only 2.0 s of speech found" in one_error_line(captured.err)
-    with ProfileStore(profiles) as store:
-        assert store.list() == []
+    assert not os.path.exists(profiles)  # a refused enrollment creates no empty store
+
+
+def test_failed_enroll_or_import_creates_no_store(tmp_path, profiles, fake_model, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for argv in (["enroll", "Anna", str(tmp_path / "missing.wav")],
+                 ["enroll", "Anna\u200b", voice(tmp_path, "a.wav", 9.0)],
+                 ["speakers", "import", str(bad)], ["speakers", "import", str(tmp_path / "missing.json")]):
+        assert main([*argv, "--profiles", profiles]) == 2
+        one_error_line(capsys.readouterr().err)
+        assert not os.path.exists(profiles), argv
+    assert not [f for f in os.listdir(tmp_path) if "sqlite" in f]
+
+
+def test_enroll_names_equal_under_case_folding_are_one_speaker(tmp_path, profiles, fake_model, capsys):
+    assert main(["enroll", "Émile", voice(tmp_path, "a.wav", 9.0), "--profiles", profiles]) == 0
+    assert main(["enroll", "E\u0301MILE", voice(tmp_path, "b.wav", 9.0), "--profiles", profiles]) == 0
+    assert main(["speakers", "list", "--profiles", profiles]) == 0
+    out = capsys.readouterr().out
+    assert "1 speaker(s)" in out and "18.0s" in out
+    export = tmp_path / "x.json"
+    assert main(["speakers", "export", str(export), "--profiles", profiles]) == 0
+    assert main(["speakers", "import", str(export), "--profiles", str(tmp_path / "other.sqlite3")]) == 0
+    assert main(["speakers", "delete", "émile", "--yes", "--profiles", profiles]) == 0
 
 
 def test_enroll_warns_about_two_voices(tmp_path, profiles, fake_model, capsys):

@@ -125,10 +125,6 @@ def test_replay_bad_input_gives_one_line_error_or_empty_result(tmp_path, checkpo
     for what, path in _bad_inputs(tmp_path).items():
         proc = _cli("replay", str(path), "--fast", "--no-profiles", "--model-file", str(checkpoint_path))
         lines = proc.stderr.strip().splitlines()
-        if what == "empty":
-            assert proc.returncode == 0, proc.stderr  # a correct empty result
-            assert "speakers: none" in proc.stderr
-            continue
         if what == "truncated" and proc.returncode == 0:
             continue  # libsndfile may decode what is there: a shorter but valid result
         if what == "truncated-wav":  # what is there is used, and the cut is said in one line
@@ -221,3 +217,197 @@ def test_live_without_portaudio_or_device_is_a_clear_error(monkeypatch, capsys):
     assert main(["live", "--no-profiles"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "libportaudio2" in err[0]
+
+
+# ---------------------------------------------------------------- fast CLI tests with a fake model
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    """build_pipeline -> a real Pipeline with the tone embedder and the energy VAD (no torch)."""
+    from fakes import EnergyScorer, ToneEmbedder
+
+    from stream_spk.pipeline import Pipeline
+    from stream_spk.vad import VadSegmenter
+
+    built = []
+
+    def build(options=None, *, quiet=True, embedder=None):
+        config = options.pipeline_config()
+        built.append(options)
+        return Pipeline(ToneEmbedder(), config, vad=VadSegmenter(config.vad, EnergyScorer()))
+
+    monkeypatch.setattr("stream_spk.session.build_pipeline", build)
+    return built
+
+
+def _tones(path, fmt=None, subtype=None, seconds=6.0):
+    from fakes import meeting
+
+    audio, _ = meeting([(None, 0.5), (300.0, seconds / 2), (None, 0.3), (900.0, seconds / 2)])
+    sf.write(path, audio, 16000, **({"format": fmt, "subtype": subtype} if fmt else {}))
+    return path
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_diarize_inputs_with_the_same_stem_get_distinct_outputs(tmp_path, fake_pipeline, capsys):
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    files = [_tones(tmp_path / "a.flac"), _tones(tmp_path / "a.ogg", "OGG", "VORBIS"),
+             _tones(tmp_path / "d1" / "b.wav"), _tones(tmp_path / "d2" / "b.wav"), _tones(tmp_path / "c.wav")]
+    out = tmp_path / "out"
+    assert main(["diarize", *map(str, files), "--out-dir", str(out), "--no-profiles", "--jsonl"]) == 0
+    assert _listing(out) == ["a.flac.jsonl", "a.flac.rttm", "a.ogg.jsonl", "a.ogg.rttm", "c.jsonl", "c.rttm",
+                             "d1_b.wav.jsonl", "d1_b.wav.rttm", "d2_b.wav.jsonl", "d2_b.wav.rttm"]
+    for name in ("a.flac", "a.ogg", "d1_b.wav", "d2_b.wav", "c"):
+        assert read_rttm(out / f"{name}.rttm").keys() == {name}  # uri = the output name
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
+    assert notes == [f"stream-spk: note: 2 inputs share the name 'a'; their outputs are named "
+                     f"{files[0]} -> a.flac.rttm, {files[1]} -> a.ogg.rttm",
+                     f"stream-spk: note: 2 inputs share the name 'b'; their outputs are named "
+                     f"{files[2]} -> d1_b.wav.rttm, {files[3]} -> d2_b.wav.rttm"]
+
+
+def test_output_names_last_resort_counter():
+    from stream_spk.cli.diarize_cmd import output_names
+
+    names, notes = output_names(["x/a.wav", "x/a.wav", "A.flac", "b.wav"])
+    assert names == ["x_a.wav", "x_a.wav-2", "A.flac", "b"] and len(notes) == 1
+
+
+def test_diarize_file_failing_part_way_keeps_earlier_outputs(tmp_path, fake_pipeline, capsys):
+    good = _tones(tmp_path / "m.flac", seconds=12.0)
+    out = tmp_path / "out"
+    assert main(["diarize", str(good), "--out-dir", str(out), "--no-profiles", "--jsonl", "--refine"]) == 0
+    before = {p: (out / p).read_bytes() for p in ("m.rttm", "m.jsonl", "refined/m.rttm")}
+    assert before["m.rttm"].strip() and before["m.jsonl"].strip()
+    raw = good.read_bytes()
+    good.write_bytes(raw[: len(raw) // 2])  # the header is intact: decoding fails part-way
+    other = _tones(tmp_path / "ok.wav")
+    assert main(["diarize", str(good), str(other), "--out-dir", str(out), "--no-profiles", "--jsonl",
+                 "--refine"]) == 1
+    err = capsys.readouterr().err
+    assert "m.flac: cannot decode audio at" in err and "Traceback" not in err
+    assert {p: (out / p).read_bytes() for p in before} == before  # untouched
+    assert _listing(out) == ["m.jsonl", "m.rttm", "ok.jsonl", "ok.rttm", "refined", "refined/m.rttm",
+                             "refined/ok.rttm"]  # the other file was done; no temporary file left
+
+
+@pytest.mark.parametrize("cmd", ["replay", "diarize"])
+def test_outputs_and_options_checked_before_the_model_loads(tmp_path, monkeypatch, capsys, cmd):
+    def no_model(*a, **k):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr("stream_spk.session.build_pipeline", no_model)
+    wav = _tones(tmp_path / "a.wav")
+    (tmp_path / "folder.rttm").mkdir()
+    (tmp_path / "file").write_text("x")
+    if cmd == "replay":
+        cases = [(["--rttm", str(tmp_path / "no" / "x.rttm")], "does not exist"),
+                 (["--rttm", str(tmp_path / "folder.rttm")], "is a folder"),
+                 (["--jsonl", "/proc/x.jsonl"], "cannot write"),
+                 (["--jsonl", str(tmp_path / "file" / "x.jsonl")], "not a folder")]
+        base = ["replay", str(wav), "--fast"]
+    else:
+        cases = [(["--out-dir", "/proc/stream-spk-out"], "cannot create"),
+                 (["--out-dir", str(tmp_path / "file")], "cannot create")]
+        base = ["diarize", str(wav)]
+    cases += [(["--vad-threshold", "1.5"] + (["--out-dir", str(tmp_path)] if cmd == "diarize" else []),
+               "--vad-threshold"),
+              (["--vad-threshold", "-0.1"] + (["--out-dir", str(tmp_path)] if cmd == "diarize" else []),
+               "--vad-threshold"),
+              (["--compute-device", "meta"] + (["--out-dir", str(tmp_path)] if cmd == "diarize" else []),
+               "'meta'")]
+    for extra, needle in cases:
+        assert main([*base, *extra, "--no-profiles"]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, (extra, err)
+
+
+def test_diarize_shows_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, fake_pipeline, capsys):
+    assert main(["diarize", str(_tones(tmp_path / "a.wav")), "--out-dir", str(tmp_path / "o"),
+                 "--no-profiles"]) == 0
+    err = capsys.readouterr().err
+    assert "files:" not in err and "audio:" not in err and "\r" not in err
+    assert err.startswith("diarized 1 file(s)")
+
+
+def _faulty_inputs(tmp: Path) -> dict[str, Path]:
+    full = _tones(tmp / "full.wav", seconds=6.0)
+    (tmp / "cut.wav").write_bytes(full.read_bytes()[: 44 + 2 * 16000 * 3])
+    data, _ = sf.read(full, dtype="float32")
+    data[2000:2010] = np.nan
+    sf.write(tmp / "nan.wav", data, 16000, subtype="FLOAT")
+    (tmp / "header.wav").write_bytes(full.read_bytes()[:44])
+    sf.write(tmp / "empty.wav", np.zeros(0, np.float32), 16000)
+    mp3 = _tones(tmp / "full.mp3", "MP3", "MPEG_LAYER_III", seconds=10.0)
+    raw = mp3.read_bytes()
+    (tmp / "cut.mp3").write_bytes(raw[: len(raw) // 2])
+    return {name: tmp / name for name in ("cut.wav", "nan.wav", "header.wav", "empty.wav", "cut.mp3", "full.mp3")}
+
+
+def test_one_rule_for_faulty_files_in_every_command(tmp_path, fake_pipeline, monkeypatch, capfd):
+    """replay, diarize and embed treat a cut WAV/MP3 and NaN samples the same (used, one warning
+    naming the file) and a header-only or empty file the same (an error); no decoder noise."""
+    from test_cli_embed import CountingEmbedder
+
+    from stream_spk.cli import embed_cmd
+
+    monkeypatch.setattr(embed_cmd, "make_embedder", lambda args: CountingEmbedder())
+    files = _faulty_inputs(tmp_path)
+    for name, path in files.items():
+        outcomes = {}
+        for cmd in ("replay", "diarize", "embed"):
+            argv = {"replay": ["replay", str(path), "--fast", "--quiet", "--no-profiles"],
+                    "diarize": ["diarize", str(path), "--out-dir", str(tmp_path / "o"), "--no-profiles"],
+                    "embed": ["embed", str(path), "--out", str(tmp_path / "e.npy")]}[cmd]
+            code = main(argv)
+            err = capfd.readouterr().err
+            lines = [ln for ln in err.splitlines() if ln.startswith("stream-spk: ")]
+            assert all(str(path) in ln for ln in lines), (cmd, err)
+            other = [ln for ln in err.splitlines() if not ln.startswith("stream-spk: ")]
+            assert all("s of audio in" in ln or ln.startswith("diarized ") for ln in other), (cmd, err)  # summaries
+            outcomes[cmd] = ("error" if code else "ok", [ln.split(": ", 2)[1:] for ln in lines])
+        assert outcomes["replay"] == outcomes["embed"], (name, outcomes)
+        diarize_code, diarize_lines = outcomes["diarize"]
+        assert diarize_lines == outcomes["embed"][1], (name, outcomes)
+        expected = {"cut.wav": "truncated", "nan.wav": "NaN", "cut.mp3": "truncated", "header.wav": "no audio",
+                    "empty.wav": "no audio", "full.mp3": None}[name]
+        if expected is None:
+            assert outcomes["embed"] == ("ok", []), outcomes
+        else:
+            (line,) = outcomes["embed"][1]
+            assert expected in line[1], outcomes
+
+
+def test_diarize_interrupted_part_way_keeps_earlier_outputs(tmp_path, monkeypatch, capsys):
+    from fakes import EnergyScorer, ToneEmbedder
+
+    from stream_spk.pipeline import Pipeline
+    from stream_spk.vad import VadSegmenter
+
+    interrupt = {"after": None}
+
+    class Interrupted(Pipeline):
+        def process(self, chunk):
+            if interrupt["after"] is not None and chunk.t0 >= interrupt["after"]:
+                raise KeyboardInterrupt
+            return super().process(chunk)
+
+    def build(options=None, *, quiet=True, embedder=None):
+        config = options.pipeline_config()
+        return Interrupted(ToneEmbedder(), config, vad=VadSegmenter(config.vad, EnergyScorer()))
+
+    monkeypatch.setattr("stream_spk.session.build_pipeline", build)
+    wav = _tones(tmp_path / "m.wav", seconds=12.0)
+    out = tmp_path / "out"
+    assert main(["diarize", str(wav), "--out-dir", str(out), "--no-profiles", "--jsonl"]) == 0
+    before = {p: (out / p).read_bytes() for p in ("m.rttm", "m.jsonl")}
+    interrupt["after"] = 4.0  # Ctrl-C while the second chunk is processed
+    assert main(["diarize", str(wav), "--out-dir", str(out), "--no-profiles", "--jsonl"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {p: (out / p).read_bytes() for p in before} == before
+    assert _listing(out) == ["m.jsonl", "m.rttm"]

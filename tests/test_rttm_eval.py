@@ -133,3 +133,40 @@ def test_eval_cli_bad_input(tmp_path, capsys, case):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("stream-spk: error: ") and captured.err.count("\n") == 1
+
+
+def test_eval_huge_collar_scores_nothing_and_says_so(tmp_path, capsys):
+    ref = _write_dir(tmp_path / "ref", "ref", REF)
+    hyp = _write_dir(tmp_path / "hyp", "hyp", HYP)
+    assert main(["eval", "--ref", str(ref), "--hyp", str(hyp), "--collar", "1000",
+                 "--json", str(tmp_path / "r.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "nothing was scored" in captured.err and "20.0 s of reference speech" in captured.err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_eval_json_target_checked_before_scoring_and_written_atomically(tmp_path, capsys, monkeypatch):
+    ref = _write_dir(tmp_path / "ref", "ref", REF)
+    hyp = _write_dir(tmp_path / "hyp", "hyp", HYP)
+    import stream_spk.evaluation as evaluation
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored before the output was checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "der_report", no_scoring)
+        for out, why in (("/proc/r.json", "cannot write"), (str(tmp_path / "no" / "r.json"), "does not exist"),
+                         (str(tmp_path), "is a folder")):
+            assert main(["eval", "--ref", str(ref), "--hyp", str(hyp), "--json", out]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and why in err and out in err, err
+    out = tmp_path / "r.json"
+    out.write_text("earlier report\n")
+    (hyp / "a.rttm").write_text("SPEAKER a 1 x y\n")  # a malformed hypothesis: no report
+    assert main(["eval", "--ref", str(ref), "--hyp", str(hyp), "--json", str(out)]) == 2
+    assert out.read_text() == "earlier report\n"
+    write_rttm(hyp / "a.rttm", "a", HYP["a"])
+    assert main(["eval", "--ref", str(ref), "--hyp", str(hyp), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["files"][0]["uri"] == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hyp", "r.json", "ref"]

@@ -5,11 +5,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 
 import pytest
 
 from stream_spk.errors import StreamSpkError
-from stream_spk.sinks import ConsoleView, JsonlWriter, RttmWriter, label_color, merge_turns, read_jsonl
+from stream_spk.sinks import (
+    ConsoleView,
+    JsonlWriter,
+    OnSuccess,
+    RttmWriter,
+    emitted_record,
+    label_color,
+    merge_turns,
+    read_jsonl,
+    session_record,
+)
 from stream_spk.types import Relabel, SpeakerTurn, SpeechEnd, SpeechStart, Stats
 
 
@@ -27,14 +38,14 @@ def test_rttm_writer_exact_text(tmp_path):
     sink.handle([SpeechStart(0.5), turn(0, 0.5, 2.0, "speaker 1", "provisional")])
     sink.handle([turn(0, 0.5, 2.0, "speaker 1"), turn(1, 2.5, 3.0, "speaker 2", "provisional")])
     sink.handle([turn(1, 2.5, 4.25, "speaker 2"), turn(0, 0.5, 2.25, "speaker 1")])  # turn 0 grows
-    sink.handle([Relabel("speaker 2", "Alice", 5.0, "rename"), turn(2, 4.27, 5.0, "speaker 2")])
+    sink.handle([Relabel("speaker 2", "Alice", 5.0, "rename"), turn(2, 4.27, 5.0, "Alice")])
     sink.handle([turn(3, 0.1, 0.3, "Bob", name="Bob"), turn(4, 6.0, 7.0, "speaker 1", "provisional")])
     assert not out.exists()  # written on close only
     sink.close()
     assert out.read_text() == (
         "SPEAKER meeting_1 1 0.100 0.200 <NA> <NA> Bob <NA> <NA>\n"
         "SPEAKER meeting_1 1 0.500 1.750 <NA> <NA> speaker_1 <NA> <NA>\n"
-        "SPEAKER meeting_1 1 2.500 2.500 <NA> <NA> speaker_2 <NA> <NA>\n"  # 2.5-4.25 + 4.27-5.0 merged
+        "SPEAKER meeting_1 1 2.500 2.500 <NA> <NA> Alice <NA> <NA>\n"  # renamed; 2.5-4.25 + 4.27-5.0 joined
     )
     sink.close()  # idempotent
 
@@ -65,6 +76,79 @@ def test_rttm_writer_is_atomic(tmp_path, monkeypatch):
         sink.close()
     assert out.read_text() == "old contents\n"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.rttm"]  # no temp file left
+
+
+def test_session_record_applies_merges_and_renames_in_stream_order():
+    events = [
+        turn(1, 0.0, 2.0, "speaker 1"),
+        turn(2, 2.0, 3.0, "speaker 2"),  # later merged into speaker 1: touches turn 1 -> joined
+        turn(3, 4.0, 5.0, "speaker 3"),
+        Relabel("speaker 2", "speaker 1", 3.5, "merge"),
+        turn(4, 5.0, 6.0, "speaker 4"),
+        Relabel("speaker 3", "speaker 4", 6.5, "merge"),  # chain: speaker 3 -> 4 -> Anna
+        Relabel("speaker 4", "Anna", 7.0, "recognised"),
+        turn(5, 8.0, 9.0, "Anna", name="Anna"),
+        turn(6, 9.5, 10.0, "speaker 5", "provisional"),  # never final: not in the record
+    ]
+    assert session_record(events) == [(0.0, 3.0, "speaker 1"), (4.0, 6.0, "Anna"), (8.0, 9.0, "Anna")]
+    # the labels as emitted are still there for who wants them (the JSON lines keep them)
+    assert emitted_record(events) == [(0.0, 2.0, "speaker 1"), (2.0, 3.0, "speaker 2"), (4.0, 5.0, "speaker 3"),
+                                      (5.0, 6.0, "speaker 4"), (8.0, 9.0, "Anna")]
+
+
+def test_session_record_label_reused_after_a_relabel_is_a_new_speaker():
+    events = [turn(1, 0.0, 1.0, "A"), Relabel("A", "B", 1.5, "rename"), turn(2, 2.0, 3.0, "A"),
+              turn(1, 0.0, 1.2, "B")]  # a later version of turn 1 replaces the earlier one
+    assert session_record(events) == [(0.0, 1.2, "B"), (2.0, 3.0, "A")]
+
+
+def test_rttm_overlapping_speakers_are_separate_lines(tmp_path):
+    out = tmp_path / "o.rttm"
+    with RttmWriter(out, "o") as sink:
+        sink.handle([turn(1, 1.0, 4.0, "speaker 1"), turn(2, 2.0, 3.0, "speaker 2"),
+                     turn(3, 3.5, 5.0, "speaker 3"), Relabel("speaker 3", "speaker 2", 6.0)])
+    assert out.read_text() == (
+        "SPEAKER o 1 1.000 3.000 <NA> <NA> speaker_1 <NA> <NA>\n"
+        "SPEAKER o 1 2.000 1.000 <NA> <NA> speaker_2 <NA> <NA>\n"
+        "SPEAKER o 1 3.500 1.500 <NA> <NA> speaker_2 <NA> <NA>\n"
+    )
+
+
+def test_jsonl_is_written_under_a_temporary_name_owner_only(tmp_path):
+    out = tmp_path / "e.jsonl"
+    out.write_text("good earlier run\n")
+    sink = JsonlWriter(out)
+    sink.handle([SpeechStart(0.0)])
+    assert out.read_text() == "good earlier run\n"  # replaced only when complete
+    sink.close()
+    assert json.loads(out.read_text()) == {"kind": "speech_start", "time": 0.0}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl"]
+
+
+def test_rttm_is_owner_only(tmp_path):
+    with RttmWriter(tmp_path / "r.rttm", "r"):
+        pass
+    assert stat.S_IMODE((tmp_path / "r.rttm").stat().st_mode) == 0o600
+
+
+def test_failed_run_keeps_earlier_outputs_and_leaves_no_temp_file(tmp_path):
+    rttm, jsonl = tmp_path / "a.rttm", tmp_path / "a.jsonl"
+    rttm.write_text("good rttm\n")
+    jsonl.write_text("good jsonl\n")
+    held = OnSuccess([RttmWriter(rttm, "a"), JsonlWriter(jsonl)])
+    held.handle([turn(1, 0.0, 1.0, "speaker 1")])
+    held.close()  # what the runner does, also when the input fails: nothing is written yet
+    held.abort()  # the input failed
+    assert rttm.read_text() == "good rttm\n" and jsonl.read_text() == "good jsonl\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.rttm"]
+    held = OnSuccess([RttmWriter(rttm, "a"), JsonlWriter(jsonl)])
+    held.handle([turn(1, 0.0, 1.0, "speaker 1")])
+    held.close()
+    held.commit()
+    assert rttm.read_text().startswith("SPEAKER a 1 0.000 1.000")
+    assert '"turn"' in jsonl.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.rttm"]
 
 
 def test_rttm_writer_missing_folder(tmp_path):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.abc
+import io
+import os
 import sys
+import threading
+import time
 import tracemalloc
 from types import SimpleNamespace
 
@@ -13,7 +17,7 @@ import soundfile as sf
 import soxr
 
 from stream_spk import sources
-from stream_spk.audio import wav_declared_frames
+from stream_spk.audio import probe_audio, read_audio, wav_declared_frames
 from stream_spk.cli.main import main
 from stream_spk.errors import AudioError, DeviceError
 from stream_spk.sources import FileSource, MicSource, resolve_input_device
@@ -187,6 +191,71 @@ def test_file_missing_nonaudio_truncated(tmp_path):
         FileSource(head)
 
 
+# ---------------------------------------------------------------- one rule for every command
+
+
+def test_read_audio_cut_wav_is_used_with_a_note(tmp_path):
+    full = _write(tmp_path / "full.wav", _noise(4.0), SR, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 2 * SR * 3 // 2])
+    notes: list[str] = []
+    got = read_audio(cut, notes=notes)
+    assert got.size == 3 * SR // 2
+    assert notes == [f"{cut}: truncated: the header promises 4.00 s, the file holds 1.50 s; used what is there"]
+
+
+def test_read_audio_nonfinite_become_silence_with_a_note(tmp_path, capsys):
+    data = _noise(1.0)
+    data[[5, 100]] = np.nan
+    data[7000] = np.inf
+    path = _write(tmp_path / "nan.wav", data, SR, subtype="FLOAT")
+    got = read_audio(path)  # no list: the note is printed as a warning
+    assert np.isfinite(got).all() and got[[5, 100, 7000]].tolist() == [0.0] * 3
+    assert capsys.readouterr().err == (f"stream-spk: warning: {path}: 3 NaN or infinite sample value(s) "
+                                       "replaced by silence\n")
+
+
+def test_header_only_and_empty_files_are_errors(tmp_path):
+    full = _write(tmp_path / "full.wav", _noise(1.0), SR, subtype="PCM_16")
+    head = tmp_path / "head.wav"
+    head.write_bytes(full.read_bytes()[:44])  # the whole header, not one sample
+    empty = _write(tmp_path / "empty.wav", np.zeros(0, np.float32), SR)
+    for bad in (head, empty):
+        with pytest.raises(AudioError, match=f"{bad.name}: contains no audio samples"):
+            probe_audio(bad)
+        with pytest.raises(AudioError, match="no audio samples"):
+            read_audio(bad)
+
+
+def _cut_half(src, dst):
+    raw = src.read_bytes()
+    dst.write_bytes(raw[: len(raw) // 2])
+    return dst
+
+
+def test_truncated_mp3_is_noted_with_its_length_and_decoder_noise_is_silenced(tmp_path, capfd):
+    full = _write(tmp_path / "full.mp3", _noise(10.0), SR, format="MP3", subtype="MPEG_LAYER_III")
+    notes: list[str] = []
+    assert read_audio(full, notes=notes).size == 10 * SR and notes == []
+    cut = _cut_half(full, tmp_path / "cut.mp3")
+    got = read_audio(cut, notes=notes)
+    assert 3 * SR < got.size < 7 * SR
+    assert notes == [f"{cut}: truncated: the header promises 10.00 s, the file holds "
+                     f"{got.size / SR:.2f} s; used what is there"]
+    assert capfd.readouterr().err == ""  # libmpg123's "Xing stream size off" and the like
+
+
+def test_truncated_ogg_is_noted(tmp_path):
+    full = _write(tmp_path / "full.ogg", _noise(10.0), SR, format="OGG", subtype="VORBIS")
+    assert probe_audio(full).notes() == []
+    cut = _cut_half(full, tmp_path / "cut.ogg")
+    notes: list[str] = []
+    got = read_audio(cut, notes=notes)
+    assert got.size > SR
+    assert notes == [f"{cut}: truncated: the stream stops at {got.size / SR:.2f} s without its end; "
+                     "used what is there"]
+
+
 def test_file_decode_error_mid_file_names_the_file(tmp_path):
     flac = _write(tmp_path / "full.flac", _noise(3.0), SR)
     cut = tmp_path / "cut.flac"
@@ -284,7 +353,7 @@ def test_mic_callback_blocks_become_chunks():
     rest = list(it)  # what was captured before stop() comes out, then iteration ends
     assert len(rest) == 1 and rest[0].t0 == 1.0
     np.testing.assert_array_equal(rest[0].samples, ramp[16000:])
-    assert stream.stopped and stream.closed
+    assert src.wait_released(2.0) and stream.stopped and stream.closed
     assert first.overruns == second.overruns == 0
 
 
@@ -303,7 +372,7 @@ def test_mic_overruns_counted_and_reported_per_chunk():
     assert src.overruns == 5
     src.stop()
     assert list(it) == []
-    assert streams[0].closed
+    assert src.wait_released(2.0) and streams[0].closed
 
 
 def test_mic_stop_before_iteration_ends_at_once():
@@ -314,15 +383,13 @@ def test_mic_stop_before_iteration_ends_at_once():
 
 
 def test_mic_stop_from_another_thread_unblocks():
-    import threading
-
     streams: list[FakeStream] = []
     src = MicSource(stream_factory=_factory(streams), stall_seconds=30.0)
     timer = threading.Timer(0.2, src.stop)
     timer.start()
     assert list(src) == []  # blocked on the queue, woken by stop()
     timer.join()
-    assert streams[0].closed
+    assert src.wait_released(2.0) and streams[0].closed
 
 
 def test_mic_resamples_when_16k_refused(monkeypatch):
@@ -385,9 +452,10 @@ def test_mic_device_vanishes_mid_stream():
         streams.append(s)
         return s
 
+    src = MicSource(stream_factory=make)
     with pytest.raises(DeviceError, match="stopped delivering audio"):
-        list(MicSource(stream_factory=make))
-    assert streams[0].closed
+        list(src)
+    assert src.wait_released(2.0) and streams[0].closed
 
 
 def test_mic_stall_and_start_failure():
@@ -432,3 +500,358 @@ def test_devices_command_lists_inputs(monkeypatch, capsys):
     assert len(out) == 4
     assert out[1].startswith("*") and "HDA Intel PCH" in out[1] and "48000" in out[1]
     assert "USB Audio Headset" in out[3] and not out[3].startswith("*")
+
+
+# ---------------------------------------------------------------- live sessions: hangs, flushing, devices
+
+
+def _tone_pipeline():
+    from fakes import EnergyScorer, ToneEmbedder
+
+    from stream_spk.pipeline import Pipeline, PipelineConfig
+    from stream_spk.vad import VadSegmenter
+
+    config = PipelineConfig()
+    return Pipeline(ToneEmbedder(), config, vad=VadSegmenter(config.vad, EnergyScorer()))
+
+
+def _blocks(audio: np.ndarray, size: int = 800) -> list:
+    return [(audio[i:i + size], False) for i in range(0, audio.size, size)]
+
+
+class HungStream(FakeStream):
+    """A stream whose sound server froze: no more callbacks, and stop/abort/close never return."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.release_called = threading.Event()
+        self._never = threading.Event()
+
+    def abort(self):
+        self.release_called.set()
+        self._never.wait()
+
+    def stop(self):
+        self.release_called.set()
+        self._never.wait()
+
+    def close(self):
+        self._never.wait()
+
+
+def _run_in_thread(runner, limit: float):
+    """runner.run() on a thread; returns (finished, seconds, summary or exception)."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = runner.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["value"] = exc
+
+    t0 = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    return not thread.is_alive(), time.monotonic() - t0, out.get("value")
+
+
+def test_frozen_sound_server_stall_never_hangs_and_writes_everything(tmp_path):
+    from fakes import tone
+
+    from stream_spk.runner import StreamRunner
+    from stream_spk.sinks import RttmWriter
+
+    audio = tone(300, 2.3)  # speech up to the moment the server froze
+    streams: list = []
+
+    def make(device, samplerate, channels, blocksize, callback):
+        streams.append(HungStream(device, samplerate, channels, blocksize, callback, _blocks(audio)))
+        return streams[-1]
+
+    src = MicSource(stream_factory=make, stall_seconds=0.3)
+    rttm = tmp_path / "out.rttm"
+    runner = StreamRunner(src, _tone_pipeline(), [RttmWriter(rttm, "live")], release_seconds=0.2)
+    finished, took, result = _run_in_thread(runner, 5.0)
+    assert finished, "the run hung in the stream's stop()"
+    assert isinstance(result, DeviceError) and "no audio from default input device for 0.3 s" in str(result)
+    assert took < 2.0 and streams[0].release_called.is_set()
+    assert not src.wait_released(0.05)  # the stuck close was abandoned on its daemon thread
+    lines = rttm.read_text().splitlines()
+    assert lines and float(lines[-1].split()[3]) + float(lines[-1].split()[4]) == pytest.approx(2.3, abs=0.05)
+    assert runner.summary.audio_seconds == pytest.approx(2.3)  # the 0.3 s partial chunk too
+
+
+def test_stop_with_a_hung_stream_returns_at_once(tmp_path):
+    from stream_spk.runner import StreamRunner
+    from stream_spk.sinks import RttmWriter
+
+    streams: list = []
+
+    def make(device, samplerate, channels, blocksize, callback):
+        streams.append(HungStream(device, samplerate, channels, blocksize, callback))
+        return streams[-1]
+
+    src = MicSource(stream_factory=make, stall_seconds=30.0)
+    rttm = tmp_path / "out.rttm"
+    runner = StreamRunner(src, _tone_pipeline(), [RttmWriter(rttm, "live")])
+    threading.Timer(0.3, runner.stop).start()  # Ctrl-C while the server is frozen
+    finished, took, result = _run_in_thread(runner, 5.0)
+    assert finished and not isinstance(result, BaseException)
+    assert took < 2.0 and rttm.exists() and result.stopped
+
+
+def test_device_lost_mid_speech_flushes_what_was_heard(tmp_path):
+    from fakes import tone
+
+    from stream_spk.runner import StreamRunner
+    from stream_spk.sinks import RttmWriter
+
+    audio = np.concatenate([tone(300, 3.2)])
+
+    class Vanishing(FakeStream):
+        def start(self):
+            super().start()
+            self.active = False  # unplugged right after the last block
+
+    def make(device, samplerate, channels, blocksize, callback):
+        return Vanishing(device, samplerate, channels, blocksize, callback, _blocks(audio))
+
+    rttm = tmp_path / "out.rttm"
+    runner = StreamRunner(MicSource(stream_factory=make), _tone_pipeline(), [RttmWriter(rttm, "live")])
+    with pytest.raises(DeviceError, match="stopped delivering audio"):
+        runner.run()
+    (line,) = rttm.read_text().splitlines()
+    start, dur = float(line.split()[3]), float(line.split()[4])
+    assert start + dur == pytest.approx(3.2, abs=0.05)  # the last second (pending speech) is there
+    assert runner.summary.audio_seconds == pytest.approx(3.2)
+
+
+def test_stop_drains_the_audio_already_captured():
+    from fakes import tone
+
+    from stream_spk.runner import StreamRunner
+
+    audio = tone(300, 4.0)  # all of it queued before the pipeline saw the first chunk
+    src = MicSource(stream_factory=_factory([], _blocks(audio)), stall_seconds=30.0)
+    seen = []
+
+    def on_chunk(chunk, summary):
+        seen.append(chunk.t1)
+        if len(seen) == 1:
+            runner.stop()  # Ctrl-C / --seconds after the first chunk
+
+    runner = StreamRunner(src, _tone_pipeline(), on_chunk=on_chunk)
+    summary = runner.run()
+    assert summary.stopped and summary.audio_seconds == pytest.approx(4.0)
+    assert seen[-1] == pytest.approx(4.0)
+
+
+def test_ctrl_c_in_the_pipeline_still_drains_and_flushes():
+    from fakes import tone
+
+    from stream_spk.runner import StreamRunner
+
+    audio = tone(300, 3.0)
+    src = MicSource(stream_factory=_factory([], _blocks(audio)), stall_seconds=30.0)
+    pipeline = _tone_pipeline()
+    real = pipeline.process
+    calls = []
+
+    def process(chunk):
+        calls.append(chunk.t0)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(chunk)
+
+    pipeline.process = process
+    summary = StreamRunner(src, pipeline).run()
+    assert summary.stopped and calls[-1] == pytest.approx(2.5)
+
+
+def test_no_sound_server_is_named_before_anything_loads(monkeypatch):
+    monkeypatch.setattr(sources, "list_input_devices", lambda: [])
+    with pytest.raises(DeviceError) as info:
+        MicSource().open()  # the real PortAudio stream: resolved first
+    text = str(info.value)
+    assert "no audio input device" in text and "PulseAudio" in text and "ALSA" in text
+    assert "querying device -1" not in text and "\n" not in text
+
+    def querying(*a):
+        raise RuntimeError("Error querying device -1")
+
+    monkeypatch.setattr(sources, "list_input_devices", lambda: DEVICES)
+    monkeypatch.setattr(sources, "_sounddevice_stream", querying)
+    with pytest.raises(DeviceError, match="no audio input device: PortAudio sees no microphone"):
+        MicSource().open()
+
+
+def test_open_first_then_iterate_uses_the_opened_stream(monkeypatch):
+    monkeypatch.setattr(sources, "list_input_devices", lambda: DEVICES)
+    streams: list[FakeStream] = []
+    src = MicSource(device="headset", stream_factory=_factory(streams, [(np.zeros(800), False)] * 10))
+    src.open()
+    assert len(streams) == 1 and not streams[0].started and src.device_index == 5
+    it = iter(src)
+    assert next(it).samples.size == 8000 and len(streams) == 1 and streams[0].started
+    src.stop()
+    list(it)
+    closed = MicSource(stream_factory=_factory(streams)).open()
+    closed.close()
+    assert closed.wait_released(2.0) and streams[-1].closed
+
+
+def test_a_hung_open_is_a_device_error():
+    never = threading.Event()
+
+    def make(*a):
+        never.wait()
+
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="sound server"):
+        MicSource(stream_factory=make, open_timeout=0.3).open()
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_live_resolves_the_device_before_the_model(monkeypatch, capsys):
+    from stream_spk.cli import live_cmd
+
+    built = []
+    monkeypatch.setattr("stream_spk.session.build_pipeline", lambda *a, **k: built.append(1))
+    monkeypatch.setattr(sources, "list_input_devices", lambda: DEVICES)
+    monkeypatch.setattr(live_cmd, "make_mic", lambda device: MicSource(device, stream_factory=_factory([])))
+    assert main(["live", "--no-profiles", "--device", "nothing-like-this"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input device matching 'nothing-like-this'" in err[0]
+    assert built == []  # the model was never loaded
+
+
+def test_enroll_mic_resolves_the_device_before_store_and_model(monkeypatch, tmp_path, capsys):
+    from stream_spk.cli import enroll_cmd
+
+    loaded = []
+    monkeypatch.setattr(enroll_cmd, "make_embedder", lambda args: loaded.append(1))
+    monkeypatch.setattr(sources, "list_input_devices", lambda: DEVICES)
+    monkeypatch.setattr(enroll_cmd, "make_mic", lambda device: MicSource(device, stream_factory=_factory([])))
+    store = tmp_path / "p.sqlite3"
+    assert main(["enroll", "Anna", "--mic", "--device", "9", "--profiles", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no input device with index 9" in err[0]
+    assert loaded == [] and not store.exists()
+
+
+def test_enroll_counts_captured_audio_from_the_first_sample(monkeypatch, capsys):
+    """A device that takes 1.5 s to open: the prompt comes when audio flows, the seconds are samples."""
+    from stream_spk.cli import enroll_cmd
+
+    log: list[str] = []
+    clock = [0.0]
+
+    class SlowMic:
+        def __iter__(self):
+            clock[0] += 1.5  # opening the device
+            log.append("audio flows")
+            for k in range(10):
+                clock[0] += 0.5
+                yield sources.AudioChunk(np.full(8000, 0.1, np.float32), k * 0.5)
+
+        def stop(self):
+            log.append("stop")
+
+    class Err:
+        def write(self, text):
+            if text.strip():
+                log.append(text.strip())
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(sys, "stderr", Err())
+    samples, _ = enroll_cmd.record(SlowMic(), 3.0, show=False, announce="please speak now")
+    assert samples.size == 3 * SR  # three seconds of audio, not three seconds of wall clock
+    assert log.index("audio flows") < log.index("please speak now")
+
+
+def test_live_seconds_counts_captured_audio(monkeypatch, tmp_path, capsys):
+    from fakes import tone
+
+    from stream_spk.cli import live_cmd
+
+    monkeypatch.setattr("stream_spk.session.build_pipeline", lambda *a, **k: _tone_pipeline())
+    audio = tone(300, 5.0)
+    monkeypatch.setattr(live_cmd, "make_mic",
+                        lambda device: MicSource(device, stream_factory=_factory([], _blocks(audio)),
+                                                 stall_seconds=30.0, max_queue_seconds=10.0))
+    rttm = tmp_path / "live.rttm"
+    assert main(["live", "--no-profiles", "--seconds", "2", "--rttm", str(rttm), "--quiet"]) == 0
+    # stopped after 2 s of audio; what was already captured (the rest of the 5 s) is analysed too
+    (line,) = rttm.read_text().splitlines()
+    assert float(line.split()[3]) + float(line.split()[4]) == pytest.approx(5.0, abs=0.05)
+
+
+# ---------------------------------------------------------------- the live console
+
+
+def _turn(tid, start, end, label="speaker 1", status="final"):
+    from stream_spk.types import SpeakerTurn
+
+    return SpeakerTurn(tid, start, end, label, 0.9, status, end)
+
+
+class TtyIO(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_live_console_on_a_terminal_shows_the_current_speaker_in_place():
+    from stream_spk.cli.live_cmd import LiveConsoleView
+    from stream_spk.types import SpeechEnd, SpeechStart
+
+    out = TtyIO()
+    view = LiveConsoleView(out, color=False)
+    assert view.live
+    view.handle([SpeechStart(0.2), _turn(-1, 0.2, 1.0, status="provisional")])
+    assert out.getvalue().endswith("\r\x1b[K   1.00  now: speaker 1 (speaking since 0.20 s, provisional)")
+    assert "\n" not in out.getvalue()  # nothing final yet: only the status line
+    view.handle([_turn(1, 0.2, 0.7), _turn(-1, 0.7, 1.2, status="provisional")])
+    assert out.getvalue().endswith("now: speaker 1 (speaking since 0.20 s, provisional)")  # the same turn
+    view.handle([_turn(1, 0.2, 1.0), _turn(-1, 1.0, 1.5, "speaker 2", "provisional")])
+    assert out.getvalue().endswith("now: speaker 2 (speaking since 1.00 s, provisional)")
+    # the speech region ends; once its last piece is final the turn is printed, without waiting
+    view.handle([SpeechEnd(2.0), _turn(1, 0.2, 1.5), _turn(2, 1.5, 2.0, "speaker 2")])
+    text = out.getvalue()
+    assert "   0.20 -   1.50  speaker 1" in text and "   1.50 -   2.00  speaker 2" in text
+    assert text.endswith("\r\x1b[K   2.00  now: silence")
+    view.close()
+    assert out.getvalue().endswith("\r\x1b[K")
+    assert out.getvalue().count("speaker 2   (0.90)") == 1
+
+
+def test_live_console_elsewhere_prints_plain_lines():
+    from stream_spk.cli.live_cmd import LiveConsoleView
+    from stream_spk.types import SpeechEnd
+
+    out = io.StringIO()
+    view = LiveConsoleView(out)
+    assert not view.live
+    view.handle([_turn(1, 0.0, 1.0), _turn(-1, 1.0, 1.5, status="provisional")])
+    view.handle([SpeechEnd(1.5), _turn(1, 0.0, 1.5), _turn(2, 2.0, 2.5, "speaker 2")])
+    view.close()
+    assert "\r" not in out.getvalue() and "now:" not in out.getvalue()
+    assert out.getvalue().splitlines() == ["   0.00 -   1.50  speaker 1   (0.90)",
+                                           "   2.00 -   2.50  speaker 2   (0.90)"]
+
+
+def test_native_noise_is_filtered_from_stderr_and_the_rest_kept(capfd):
+    with sources.quiet_native_output():
+        os.write(2, b"kept 1\n")
+        os.write(2, b"Expression 'alsa_snd_pcm_poll_descriptors_revents( self->pcm )' failed in "
+                    b"'src/hostapi/alsa/pa_linux_alsa.c', line: 3665\n")
+        os.write(2, b"ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n")
+        os.write(2, b"kept 2\n")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert err == "kept 1\nkept 2\nafter\n"

@@ -65,10 +65,13 @@ EXIT_JOIN_SECONDS = 20.0  # after the window closed: let the worker finish its c
 
 @dataclass
 class LaunchOptions:
-    """Automation: replay a file at once, take a screenshot, quit."""
+    """Automation: replay a file (or listen to a microphone) at once, take a screenshot, quit."""
 
     replay: Path | None = None
     speed: float | None = 1.0
+    mic: bool = False  # start a microphone session at once
+    device: int | None = None  # ... on this input device (None: the default input)
+    seconds: float | None = None  # ... and stop it after this much captured audio
     screenshot: Path | None = None
     screenshot_at: float | None = None
     exit_when_done: bool = False
@@ -114,6 +117,7 @@ class MainWindow(QMainWindow):
         self._stream_now = 0.0
         self._now_wall = time.monotonic()
         self._shot_taken = False
+        self._launch_stopped = False
         self._error_box: QMessageBox | None = None
         self.enroll_dialog: EnrollDialog | None = None
 
@@ -131,6 +135,8 @@ class MainWindow(QMainWindow):
             self.source_bar.set_file(self.launch.replay)
             self.source_bar.set_speed(self.launch.speed)
             QTimer.singleShot(0, self.start_session)
+        elif self.launch.mic:
+            QTimer.singleShot(0, self._launch_mic)  # after _probe_audio has listed the devices
 
     # ================= layout =============================================================
     def _build_ui(self) -> None:
@@ -237,6 +243,21 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # a broken audio stack must not take the window down
             self.source_bar.set_devices([], f"cannot list audio devices ({type(exc).__name__}: {exc})")
         self.source_bar.set_playback_unavailable(self._check_playback())
+
+    def _launch_mic(self) -> None:
+        sb = self.source_bar
+        sb.mic_radio.setChecked(True)
+        if self.launch.device is not None and not sb.select_device(self.launch.device):
+            self.show_error(f"no input device with index {self.launch.device} (see stream-spk devices)")
+            self._launch_failed()
+            return
+        if not self.start_session():
+            self._launch_failed()
+
+    def _launch_failed(self) -> None:
+        self.exit_code = 2
+        if self.launch.exit_when_done:
+            QTimer.singleShot(0, self.quit_app)
 
     # ================= session control ====================================================
     def start_session(self) -> bool:
@@ -500,6 +521,10 @@ class MainWindow(QMainWindow):
     # ================= automation =========================================================
     def _automation_tick(self) -> None:
         la = self.launch
+        if la.mic and la.seconds is not None and self.running and not self._launch_stopped \
+                and self._stream_now >= la.seconds:
+            self._launch_stopped = True
+            self.stop_session()
         if la.screenshot is None or la.screenshot_at is None or self._shot_taken or not self.running:
             return
         if self._stream_now >= la.screenshot_at:
@@ -510,7 +535,7 @@ class MainWindow(QMainWindow):
 
     def _automation_at_end(self) -> None:
         la = self.launch
-        if la.replay is None or self.finished_sessions != 1:
+        if (la.replay is None and not la.mic) or self.finished_sessions != 1:
             return
         if la.screenshot is not None and not self._shot_taken:
             self._take_launch_screenshot()
@@ -613,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
     return LaunchOptions(replay=Path(args.replay) if args.replay else None,
-                         speed=None if args.fast else args.speed,
+                         speed=None if args.fast else args.speed, mic=bool(getattr(args, "mic", False)),
+                         device=getattr(args, "device_index", None), seconds=getattr(args, "seconds", None),
                          screenshot=Path(args.screenshot) if args.screenshot else None,
                          screenshot_at=args.screenshot_at, exit_when_done=args.exit_when_done)
 
@@ -623,16 +649,33 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
                           latency=args.latency, profiles=args.profiles)
 
 
+def check_microphone(device: str | None, stream_factory: Any = None) -> int | None:
+    """Resolve ``--device`` and open-check it before any window opens (a one-line error if it
+    cannot be used); returns the device index, None for the default input."""
+    dev: int | str | None = int(device) if device is not None and device.strip().isdigit() else device
+    source = MicSource(dev, stream_factory=stream_factory)
+    source.open()
+    source.close()
+    source.wait_released(1.0)
+    return source.device_index if dev is not None else None
+
+
 def run_gui(args: argparse.Namespace) -> int:
     """Open the window for parsed arguments; returns the exit status."""
     if args.screenshot_at is not None and not args.screenshot:
         raise StreamSpkError("--screenshot-at needs --screenshot PNG")
-    if (args.screenshot or args.exit_when_done) and not args.replay:
-        raise StreamSpkError("--screenshot and --exit-when-done need --replay FILE")
+    mic = bool(getattr(args, "mic", False))
+    if mic and args.replay:
+        raise StreamSpkError("--mic and --replay: choose one source")
+    if not mic and (getattr(args, "device", None) is not None or getattr(args, "seconds", None) is not None):
+        raise StreamSpkError("--device and --seconds need --mic")
+    if (args.screenshot or args.exit_when_done) and not (args.replay or mic):
+        raise StreamSpkError("--screenshot and --exit-when-done need --replay FILE or --mic")
     if args.replay:
         from stream_spk.audio import audio_info
 
         audio_info(args.replay)  # a bad file is a one-line error before any window opens
+    args.device_index = check_microphone(args.device) if mic else None
     logging.basicConfig(level=logging.WARNING, format="stream-spk: %(message)s")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("stream-spk")

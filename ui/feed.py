@@ -26,7 +26,8 @@ class Feed:
 
     ``speed`` (file replay): 1.0 real time, 4.0 four times faster, None as fast as possible.
     ``live`` sources (microphones) are never paced; while paused their chunks are dropped (and
-    counted in ``dropped``) instead of piling up.
+    counted in ``dropped``) instead of piling up. A stopped live source is read to its end: the
+    audio it captured before the stop is still analysed (a file stops at once).
     """
 
     def __init__(self, source: Iterable[AudioChunk], *, speed: float | None = None, live: bool = False,
@@ -84,20 +85,23 @@ class Feed:
         inner = iter(self.source)
         anchor: tuple[float, float] | None = None  # (wall clock, stream time) pacing origin
         try:
-            while not self._stop.is_set():
+            while True:
+                stopping = self._stop.is_set()
+                if stopping and not self.live:
+                    return
                 self._between()
                 if self._paused.is_set() and not self.live:
                     self._stop.wait(_POLL)
                     continue
                 try:
-                    chunk = next(inner)
+                    chunk = next(inner)  # a stopped live source still hands out what it captured
                 except StopIteration:
                     return
-                if self._paused.is_set():  # live: what is heard while paused is not analysed
-                    self.dropped += 1
+                if self._paused.is_set() and not self._stop.is_set():
+                    self.dropped += 1  # live: what is heard while paused is not analysed
                     continue
                 anchor = self._pace(chunk, anchor)
-                if self._stop.is_set():
+                if self._stop.is_set() and not self.live:
                     return
                 self._on_chunk(chunk)
                 self.position = chunk.t1
@@ -106,6 +110,11 @@ class Feed:
             closer = getattr(inner, "close", None)
             if callable(closer):
                 closer()  # a generator source (microphone) closes its stream now
+
+    def wait_released(self, timeout: float = 1.0) -> bool:
+        """The source's :meth:`MicSource.wait_released` (True when it has none)."""
+        waiter = getattr(self.source, "wait_released", None)
+        return bool(waiter(timeout)) if callable(waiter) else True
 
     def _pace(self, chunk: AudioChunk, anchor: tuple[float, float] | None) -> tuple[float, float] | None:
         """Wait until ``chunk`` is due at the current speed; returns the pacing origin."""

@@ -119,6 +119,14 @@ class SourceBar(QWidget):
             return None
         return int(data)
 
+    def select_device(self, index: int) -> bool:
+        """Choose the input device with this index; False when the picker does not list it."""
+        for i in range(self.device_combo.count()):
+            if self.device_combo.itemData(i) == index:
+                self.device_combo.setCurrentIndex(i)
+                return True
+        return False
+
     def device_name(self) -> str:
         return self.device_combo.currentText()
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
+from pathlib import Path
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -25,6 +29,7 @@ def make_embedder(args: argparse.Namespace, quiet: bool = False):
     """Build an :class:`Embedder` from parsed model options (imports torch lazily)."""
     from stream_spk.models.embedder import Embedder
 
+    check_compute_device(args.compute_device)
     return Embedder.from_checkpoint(args.model_file, device=args.compute_device,
                                     precision=args.precision, quiet=quiet)
 
@@ -39,11 +44,13 @@ def add_stream_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("streaming")
     group.add_argument("--latency", type=float, default=1.0, metavar="S",
                        help="final speaker labels at most S seconds after the audio (default: %(default)s)")
-    group.add_argument("--vad", choices=("silero", "webrtc"), default="silero",
-                       help="voice activity detector (default: %(default)s; webrtc is cheaper, "
-                            "with more false alarms)")
+    group.add_argument("--vad", choices=("pyannote", "silero", "webrtc"), default="pyannote",
+                       help="what finds the speech: pyannote = the segmentation-3.0 model, which also "
+                            "finds speaker changes and overlapped speech (two labels at once); silero "
+                            "or webrtc = a voice activity detector with sliding windows, one label at "
+                            "a time (webrtc is the cheapest, with more false alarms) (default: %(default)s)")
     group.add_argument("--vad-threshold", type=float, metavar="P",
-                       help="speech threshold of the VAD score (silero default 0.5)")
+                       help="speech threshold between 0 and 1 (defaults: pyannote 0.5, silero 0.35)")
     group.add_argument("--profiles", metavar="PATH",
                        help="enrolled-speaker store (default: $STREAM_SPK_PROFILES, else the user data dir)")
     group.add_argument("--no-profiles", action="store_true", help="do not recognise enrolled speakers")
@@ -57,7 +64,69 @@ def session_options(args: argparse.Namespace):
 
     if not 0.2 <= args.latency <= 30:
         raise StreamSpkError(f"--latency must be between 0.2 and 30 seconds (got {args.latency})")
+    if args.vad_threshold is not None and not 0.0 <= args.vad_threshold <= 1.0:
+        raise StreamSpkError(f"--vad-threshold must be between 0 and 1 (got {args.vad_threshold:g})")
+    check_compute_device(args.compute_device)
+    for option in ("rttm", "jsonl"):  # replay and live: their outputs are checked before any work
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value:
+            check_output_file(value, f"--{option}")
     return SessionOptions(model_file=args.model_file, precision=args.precision,
                           compute_device=args.compute_device, latency=args.latency, vad=args.vad,
                           vad_threshold=args.vad_threshold, profiles=args.profiles,
                           use_profiles=not args.no_profiles)
+
+
+_CUDA = re.compile(r"cuda(?::(\d+))?")
+
+
+def check_compute_device(device: str) -> None:
+    """A :class:`DeviceError` for a ``--compute-device`` that cannot be used here (before the
+    model loads): only auto, cpu, cuda and cuda:N are supported, CUDA only when present."""
+    from stream_spk.errors import DeviceError
+
+    name = str(device).strip().lower()
+    if name in ("auto", "cpu"):
+        return
+    match = _CUDA.fullmatch(name)
+    if match is None:
+        raise DeviceError(f"unknown or unsupported compute device {device!r} (use auto, cpu, cuda or cuda:N)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError(f"compute device {device!r} requested but CUDA is not available")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise DeviceError(f"compute device {device!r}: no such GPU (this machine has {count})")
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Make sure ``path`` can be written (its folder exists and takes a new file) before any work;
+    a :class:`StreamSpkError` naming it otherwise. Returns it as a Path."""
+    from stream_spk.errors import StreamSpkError
+
+    p = Path(path)
+    if p.is_dir():
+        raise StreamSpkError(f"{p}: {what} is a folder, not a file name")
+    folder = p.parent
+    if not folder.exists():
+        raise StreamSpkError(f"{p}: output folder {folder} does not exist")
+    if not folder.is_dir():
+        raise StreamSpkError(f"{p}: {folder} is not a folder")
+    check_writable_folder(folder, p)
+    return p
+
+
+def check_writable_folder(folder: str | os.PathLike, name: str | os.PathLike | None = None) -> None:
+    """A :class:`StreamSpkError` when no file can be created in ``folder`` (tried for real: a
+    permission test alone misses read-only file systems and is always yes for root)."""
+    from stream_spk.errors import StreamSpkError
+
+    folder = Path(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stream-spk-", suffix=".check")
+    except OSError as exc:
+        raise StreamSpkError(f"{name or folder}: cannot write in {folder} "
+                             f"({exc.strerror or type(exc).__name__})") from None
+    os.close(fd)
+    os.unlink(tmp)

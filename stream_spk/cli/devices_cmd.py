@@ -18,7 +18,9 @@ def run(args: argparse.Namespace) -> int:
 
     devices = list_input_devices()
     if not devices:
-        print("no audio input devices found")
+        from stream_spk.sources import NO_INPUT_DEVICE
+
+        print(NO_INPUT_DEVICE.replace(", then check `stream-spk devices`", ""))
         return 0
     width = max(len("name"), *(len(d["name"]) for d in devices))
     print(f"  {'index':>5}  {'name':<{width}}  {'ch':>3}  {'rate':>7}")

@@ -47,6 +47,15 @@ def make_mic(device: str | None):
     return MicSource(dev)
 
 
+def open_mic(device: str | None):
+    """:func:`make_mic`, with its device resolved and opened now when the source can do that."""
+    source = make_mic(device)
+    opener = getattr(source, "open", None)
+    if callable(opener):
+        opener()
+    return source
+
+
 def make_speech_fn(backend: str) -> Callable[[np.ndarray], list[tuple[int, int]]]:
     """The speech finder of the chosen VAD backend (a seam for tests)."""
 
@@ -66,10 +75,13 @@ def level_meter(samples: np.ndarray, width: int = 20) -> str:
     return f"{max(db, -99):4.0f} dBFS |{'#' * filled}{' ' * (width - filled)}|"
 
 
-def record(source: Iterable, seconds: float, show: bool = True) -> tuple[np.ndarray, int]:
+def record(source: Iterable, seconds: float, show: bool = True, announce: str | None = None) -> tuple[np.ndarray, int]:
     """Up to ``seconds`` of 16 kHz audio from a source of AudioChunks; returns (samples, overruns).
 
-    Shows a progress bar over the seconds recorded with the live level; stops the source after.
+    The seconds are counted in captured samples, from the first audio the device delivers (not
+    from when it was asked to open: that can take a second or two). ``announce`` is printed to
+    stderr at that moment. Shows a progress bar over the seconds recorded with the live level;
+    stops the source after.
     """
     from tqdm import tqdm
 
@@ -77,10 +89,14 @@ def record(source: Iterable, seconds: float, show: bool = True) -> tuple[np.ndar
     parts: list[np.ndarray] = []
     got = overruns = 0
     it = iter(source)
-    bar = tqdm(total=round(seconds, 1), desc="recording", unit="s", file=sys.stderr, disable=not show,
-               bar_format="{desc}: {bar:20} {n:4.1f}/{total:.1f} s  {postfix}")
+    bar = None
     try:
         for chunk in it:
+            if bar is None:
+                if announce:
+                    print(announce, file=sys.stderr, flush=True)
+                bar = tqdm(total=round(seconds, 1), desc="recording", unit="s", file=sys.stderr,
+                           disable=not show, bar_format="{desc}: {bar:20} {n:4.1f}/{total:.1f} s  {postfix}")
             take = np.asarray(chunk.samples, np.float32)[: target - got]
             parts.append(take)
             got += take.size
@@ -90,7 +106,8 @@ def record(source: Iterable, seconds: float, show: bool = True) -> tuple[np.ndar
             if got >= target:
                 break
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         stop = getattr(source, "stop", None)
         if stop is not None:
             stop()
@@ -112,13 +129,13 @@ def run(args: argparse.Namespace) -> int:
         raise StreamSpkError("give audio files to enroll from, or --mic to record")
     if args.mic and not 1.0 <= args.seconds <= MAX_MIC_SECONDS:
         raise StreamSpkError(f"--seconds must be between 1 and {MAX_MIC_SECONDS:g} (got {args.seconds:g})")
+    source = open_mic(args.device) if args.mic else None  # device problems show before the store and model
     with open_store(args) as store:  # a foreign or other-model store fails before anything loads
         recordings = [(str(f), read_audio(f)) for f in args.files]  # bad files fail before the model
         embedder = make_embedder(args)  # loaded before recording: no wait after the user spoke
         if args.mic:
-            source = make_mic(args.device)
-            print(f"recording {args.seconds:g} s: {name}, please speak now", file=sys.stderr)
-            samples, overruns = record(source, args.seconds, show=sys.stderr.isatty())
+            samples, overruns = record(source, args.seconds, show=sys.stderr.isatty(),
+                                       announce=f"recording {args.seconds:g} s: {name}, please speak now")
             if overruns:
                 print(f"warning: {overruns} input overrun(s): some audio was lost", file=sys.stderr)
             recordings = [("microphone", samples)]

@@ -52,18 +52,23 @@ def load_rttms(path: str | Path, what: str) -> dict[str, list[tuple[float, float
 
 def run(args: argparse.Namespace) -> int:
     from stream_spk.evaluation import der_report, format_report
+    from stream_spk.rttm import atomic_write_text
+
+    from .common import check_output_file
 
     if not args.collar >= 0:
         raise StreamSpkError(f"--collar must be >= 0 (got {args.collar})")
+    out = check_output_file(args.json, "--json") if args.json else None  # before the scoring
     ref = load_rttms(args.ref, "reference")
     if not any(ref.values()):
         raise StreamSpkError(f"{args.ref}: the reference holds no SPEAKER turns")
     hyp = load_rttms(args.hyp, "hypothesis")
     report = der_report(ref, hyp, collar=args.collar, skip_overlap=args.skip_overlap)
+    if not report.total.speech > 0:
+        speech = sum(end - start for turns in ref.values() for start, end, _ in turns)
+        what = f"the collar of {args.collar:g} s" + (" and --skip-overlap" if args.skip_overlap else "")
+        raise StreamSpkError(f"nothing was scored: {what} removes all {speech:.1f} s of reference speech")
     print(format_report(report))
-    if args.json:
-        out = Path(args.json)
-        if not out.parent.is_dir():
-            raise StreamSpkError(f"{out}: output folder {out.parent} does not exist")
-        out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if out is not None:
+        atomic_write_text(out, json.dumps(report.to_dict(), indent=2) + "\n")
     return 0

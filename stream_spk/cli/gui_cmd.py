@@ -33,6 +33,11 @@ def _non_negative(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The app's options (shared by ``stream-spk gui`` and ``stream-spk-gui``)."""
     parser.add_argument("--replay", metavar="FILE", help="start replaying this recording at once")
+    parser.add_argument("--mic", action="store_true", help="start listening to the microphone at once")
+    parser.add_argument("--device", metavar="D",
+                        help="with --mic: input device index or name substring (stream-spk devices)")
+    parser.add_argument("--seconds", type=_positive, metavar="S",
+                        help="with --mic: stop after S seconds of captured audio")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=_positive, default=1.0, metavar="X",
                       help="replay speed, e.g. 1, 2, 4 (default: %(default)s)")
@@ -42,11 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "user store)")
     parser.add_argument("--latency", type=_positive, default=1.0, metavar="SECONDS",
                         help="final labels at most this long after the speech (default: %(default)s)")
-    parser.add_argument("--screenshot", metavar="PNG", help="save a PNG of the window when the replay ends")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="save a PNG of the window when the replay (or --mic session) ends")
     parser.add_argument("--screenshot-at", type=_non_negative, metavar="SECONDS",
                         help="... or once the replay reaches this stream time")
     parser.add_argument("--exit-when-done", action="store_true",
-                        help="quit when the replay ends (or right after --screenshot-at)")
+                        help="quit when the replay or --mic session ends (or right after --screenshot-at)")
     add_model_args(parser)
 
 

@@ -29,8 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rttm", metavar="OUT", help="write final turns as RTTM")
-    parser.add_argument("--jsonl", metavar="OUT", help="write every event as JSON lines (docs/events.md)")
+    parser.add_argument("--rttm", metavar="OUT",
+                        help="write the session record as RTTM: every final turn under the label its "
+                             "speaker has at the end (merges and renames applied)")
+    parser.add_argument("--jsonl", metavar="OUT",
+                        help="write every event, as emitted, as JSON lines (docs/events.md)")
     parser.add_argument("--quiet", action="store_true", help="no console view")
 
 
@@ -47,10 +50,12 @@ def parse_save_speaker(specs: list[str]) -> list[tuple[str, str]]:
 def make_sinks(args: argparse.Namespace, uri: str) -> list:
     from stream_spk.sinks import ConsoleView, JsonlWriter, RttmWriter
 
+    from .common import check_output_file
+
     sinks: list = []
-    for out in (args.rttm, args.jsonl):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise StreamSpkError(f"{out}: output folder does not exist")
+    for option in ("rttm", "jsonl"):
+        if getattr(args, option):
+            check_output_file(getattr(args, option), f"--{option}")
     if args.rttm:
         sinks.append(RttmWriter(args.rttm, uri))
     if args.jsonl:
@@ -82,7 +87,8 @@ def save_speakers(pipeline, pairs: list[tuple[str, str]], options) -> None:
         store.close()
 
 
-def print_summary(summary, stream=sys.stderr) -> None:
+def print_summary(summary, stream=None) -> None:
+    stream = sys.stderr if stream is None else stream
     speakers = ", ".join(f"{s.label} {s.talk_time:.1f}s" for s in summary.speakers if s.talk_time > 0)
     stats = summary.last_stats
     lat = f", label latency median {stats.latency_median:.2f}s p95 {stats.latency_p95:.2f}s" if stats else ""
@@ -91,21 +97,34 @@ def print_summary(summary, stream=sys.stderr) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream_spk.audio import QuietSource, probe_audio, warn
     from stream_spk.runner import StreamRunner
     from stream_spk.session import build_pipeline
+    from stream_spk.sinks import ConsoleView, OnSuccess
     from stream_spk.sources import FileSource
 
     if not args.fast and not args.speed > 0:
         raise StreamSpkError(f"--speed must be > 0 (got {args.speed})")
     pairs = parse_save_speaker(args.save_speaker)
-    options = session_options(args)
+    options = session_options(args)  # also checks --rttm/--jsonl before any work
     options.create_profiles = bool(pairs)
+    probe = probe_audio(args.file)  # missing, non-audio, empty and header-only files: an error
     source = FileSource(args.file, speed=None if args.fast else args.speed)
     pipeline = build_pipeline(options, quiet=False)
-    runner = StreamRunner(source, pipeline, make_sinks(args, Path(args.file).stem))
-    summary = runner.run()
+    sinks = make_sinks(args, Path(args.file).stem)
+    # the files replace earlier ones only when the whole recording was read (a Ctrl-C keeps them)
+    held = OnSuccess([s for s in sinks if not isinstance(s, ConsoleView)])
+    runner = StreamRunner(QuietSource(source, probe.mpeg), pipeline,
+                          [held] + [s for s in sinks if isinstance(s, ConsoleView)])
+    try:
+        summary = runner.run()
+    except BaseException:
+        held.abort()
+        raise
+    held.commit()
     print_summary(summary)
-    for note in source.warnings():
-        print(f"stream-spk: warning: {note}", file=sys.stderr)
+    decoded = None if summary.stopped else summary.audio_seconds  # stopped early: not a truncation
+    for note in probe.notes(decoded, source.nonfinite_samples):
+        warn(note)
     save_speakers(pipeline, pairs, options)
     return 0

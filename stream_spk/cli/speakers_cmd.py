@@ -83,7 +83,7 @@ def _list(args: argparse.Namespace) -> int:
 def _rename(args: argparse.Namespace) -> int:
     from stream_spk.profiles import validate_name
 
-    validate_name(args.old)  # name errors first, store errors second
+    validate_name(args.old, lookup=True)  # name errors first, store errors second
     validate_name(args.new)
     with open_store(args, check_model=False, create=False) as store:
         old = store.get(args.old).name
@@ -95,7 +95,7 @@ def _rename(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from stream_spk.profiles import validate_name
 
-    validate_name(args.name)
+    validate_name(args.name, lookup=True)
     with open_store(args, check_model=False, create=False) as store:
         rec = store.get(args.name)
         if not args.yes:

@@ -1,0 +1,253 @@
+"""Tuning and cross-validation of the segmentation-driven pipeline (``--vad pyannote``).
+
+    python bench/tune_segmented.py [--folder DIR] [--cv] [--shifts 0.3,0.6,1.09] [--set key=value ...]
+
+Model outputs are cached by audio content (segmentation chunks and embedding windows), so each
+setting re-runs only the pipeline logic. Without ``--cv`` it scores one setting (the defaults,
+changed by ``--set``) per subset, on the session record (merges applied, what ``--rttm`` writes)
+and on the labels as emitted. ``--cv`` searches the grid below with leave-one-subset-out
+cross-validation: for each subset (libri, vctk, ami, pyannote_sample) the setting is chosen on the
+other subsets and scored on the held-out one; the cross-validated DER is the speech-weighted total
+of those held-out scores. ``--shifts`` re-scores with that much silence put in front of every file
+(reference shifted to match): labels should not depend on where audio falls on the step grid.
+"""
+
+from __future__ import annotations
+
+from stream_spk.runtime import configure_threads
+
+configure_threads()  # before torch loads
+
+import argparse
+import hashlib
+import itertools
+import re
+import time
+import warnings
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from stream_spk.clustering import ClusterConfig
+from stream_spk.evaluation import der_report
+from stream_spk.rttm import read_rttm
+from stream_spk.segmented import SegmentationConfig, SegmentedConfig, SegmentedPipeline
+from stream_spk.sinks import emitted_record, session_record
+from stream_spk.types import AudioChunk
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
+GRID = {
+    "speech_threshold": [0.5, 0.6, 0.7],
+    "overlap_threshold": [0.5, 0.6, 0.7],
+    "assign_threshold": [0.3, 0.4],
+    "merge_threshold": [0.55, 0.7],
+    "candidate_margin": [0.0, 0.2],
+    "new_voice_margin": [0.0, 0.2],
+}
+
+
+def subset(uri: str) -> str:
+    return re.sub(r"\d+$", "", uri).rstrip("_") or uri
+
+
+class Cached:
+    """A model call behind a content-keyed cache."""
+
+    def __init__(self) -> None:
+        self.cache: dict[bytes, np.ndarray] = {}
+        self.seconds = 0.0
+
+    @staticmethod
+    def key(*arrays: np.ndarray | None) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+        return h.digest()
+
+
+class CachingSegmenter(Cached):
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+        self.chunk_samples = inner.chunk_samples
+        self.frame_centres = inner.frame_centres
+
+    def segment(self, chunks: np.ndarray) -> np.ndarray:
+        keys = [self.key(c) for c in chunks]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        if todo:
+            t0 = time.perf_counter()
+            out = self.inner.segment(chunks[todo])
+            self.seconds += time.perf_counter() - t0
+            for i, p in zip(todo, out):
+                self.cache[keys[i]] = p
+        return np.stack([self.cache[k] for k in keys])
+
+
+class CachingEmbedder(Cached):
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+        self.min_samples = inner.min_samples
+
+    def embed(self, wavs, weights=None):
+        weights = weights or [None] * len(wavs)
+        keys = [self.key(w, wt) for w, wt in zip(wavs, weights)]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        if todo:
+            t0 = time.perf_counter()
+            out = self.inner.embed([wavs[i] for i in todo], weights=[weights[i] for i in todo])
+            self.seconds += time.perf_counter() - t0
+            for i, e in zip(todo, out):
+                self.cache[keys[i]] = e
+        return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, 192), np.float32)
+
+
+def make_config(params: dict) -> SegmentedConfig:
+    seg_names = {f.name for f in fields(SegmentationConfig)}
+    clu_names = {f.name for f in fields(ClusterConfig)}
+    top_names = {f.name for f in fields(SegmentedConfig)}
+    seg = SegmentationConfig(**{k: v for k, v in params.items() if k in seg_names})
+    clu = ClusterConfig(**{k: v for k, v in params.items() if k in clu_names})
+    unknown = set(params) - seg_names - clu_names - top_names
+    if unknown:
+        raise SystemExit(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return SegmentedConfig(segmentation=seg, cluster=clu, **{k: v for k, v in params.items() if k in top_names})
+
+
+def run_file(pipe: SegmentedPipeline, audio: np.ndarray, chunk: float = 2.0) -> list:
+    pipe.reset()
+    n = int(chunk * 16000)
+    events = []
+    for i in range(0, audio.size, n):
+        events += pipe.process(AudioChunk(audio[i : i + n], i / 16000))
+    return events + pipe.flush()
+
+
+def score(ref: dict, hyp: dict, uris: list[str], collar: float = 0.25) -> tuple[float, dict]:
+    """Speech-weighted DER over ``uris`` and per-subset (der, fa, miss, conf, speech)."""
+    report = der_report({u: ref[u] for u in uris}, {u: hyp.get(u, []) for u in uris}, collar=collar)
+    by: dict[str, list] = {}
+    for f in report.files:
+        by.setdefault(subset(f.uri), []).append(f)
+    out = {}
+    for name, fs in by.items():
+        sp = sum(f.speech for f in fs)
+        out[name] = tuple(sum(getattr(f, a) * f.speech for f in fs) / sp for a in
+                          ("der", "false_alarm", "missed", "confusion")) + (sp,)
+    sp = sum(v[4] for v in out.values())
+    return sum(v[0] * v[4] for v in out.values()) / sp, out
+
+
+def pooled(files: dict, uris: list[str]) -> float:
+    """DER over ``uris`` from per-file (error seconds, speech seconds)."""
+    err = sum(files[u][0] for u in uris if u in files)
+    sp = sum(files[u][1] for u in uris if u in files)
+    return err / sp if sp else float("nan")
+
+
+def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool = False):
+    pipe = SegmentedPipeline(emb, seg, make_config(params))
+    hyp, emitted = {}, {}
+    for uri, a in audio.items():
+        if shift:
+            a = np.concatenate([np.zeros(int(round(shift * 16000)), np.float32), a])
+        events = run_file(pipe, a)
+        hyp[uri] = [(s - shift, e - shift, lab) for s, e, lab in session_record(events)]
+        if keep:
+            emitted[uri] = [(s - shift, e - shift, lab) for s, e, lab in emitted_record(events)]
+    return hyp, emitted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", default=str(DEFAULT))
+    parser.add_argument("--cv", action="store_true", help="leave-one-subset-out search over the grid")
+    parser.add_argument("--shifts", default="", help="comma-separated leading silences (s) to score too")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings to change")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--cache", metavar="FILE", help="keep model outputs in FILE between runs (pickle)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    from stream_spk.local_segmentation import ChunkSegmenter
+    from stream_spk.models.embedder import Embedder
+    from stream_spk.models.segmentation import Segmenter
+
+    folder = Path(args.folder)
+    wavs = sorted(folder.glob("*.wav"))
+    audio = {w.stem: sf.read(w, dtype="float32")[0] for w in wavs}
+    ref: dict = {}
+    for w in wavs:
+        ref.update(read_rttm(w.with_suffix(".rttm")))
+    seg = CachingSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu"), 5.0))
+    emb = CachingEmbedder(Embedder.from_checkpoint(precision=args.precision))
+    if args.cache and Path(args.cache).exists():
+        import pickle
+
+        with open(args.cache, "rb") as fh:
+            seg.cache, emb.cache = pickle.load(fh)
+    params = {}
+    for item in args.set:
+        k, v = item.split("=", 1)
+        params[k] = float(v) if re.fullmatch(r"[-+0-9.e]+|inf", v) else v
+    total = sum(a.size for a in audio.values()) / 16000
+    uris = sorted(audio)
+
+    t0 = time.perf_counter()
+    hyp, emitted = evaluate(params, audio, seg, emb, keep=True)
+    wall = time.perf_counter() - t0
+    print(f"{len(uris)} files, {total:.0f} s; first pass {wall:.1f} s ({total / wall:.1f}x real time; "
+          f"segmentation {seg.seconds:.1f} s, embeddings {emb.seconds:.1f} s)")
+    for title, h in (("session record (merges applied)", hyp), ("labels as emitted", emitted)):
+        for collar in (0.25, 0.0):
+            der, parts = score(ref, h, uris, collar)
+            print(f"\n{title}, collar {collar}: DER {der:.2%}")
+            for name, (d, fa, miss, conf, sp) in sorted(parts.items()):
+                print(f"  {name:16s} DER {d:6.1%}  FA {fa:6.1%}  miss {miss:6.1%}  conf {conf:6.1%}  ({sp:.0f} s)")
+    if args.cache:
+        import pickle
+
+        with open(args.cache, "wb") as fh:
+            pickle.dump((seg.cache, emb.cache), fh)
+    base = score(ref, hyp, uris)[0]
+    for shift in [float(s) for s in args.shifts.split(",") if s]:
+        h, _ = evaluate(params, audio, seg, emb, shift=shift)
+        der = score(ref, h, uris)[0]
+        print(f"shift {shift:.2f} s: DER {der:.2%} (change {100 * (der - base):+.2f} points)")
+
+    if args.cv:
+        names = list(GRID)
+        combos = [dict(zip(names, vals)) for vals in itertools.product(*GRID.values())]
+        results = []
+        t0 = time.perf_counter()
+        for i, combo in enumerate(combos):
+            h, _ = evaluate({**params, **combo}, audio, seg, emb)
+            files = {f.uri: (f.der * f.speech, f.speech) for f in der_report(ref, h, collar=0.25).files}
+            results.append((combo, files))
+            if i == 0:
+                print(f"\n{len(combos)} settings, ~{(time.perf_counter() - t0) * len(combos) / 60:.0f} min")
+        subsets = sorted({subset(u) for u in uris})
+        held_total, held_speech = 0.0, 0.0
+        print("\nleave-one-subset-out:")
+        for held in subsets:
+            train = [u for u in uris if subset(u) != held]
+            test = [u for u in uris if subset(u) == held]
+            best = min(results, key=lambda r: pooled(r[1], train))
+            der = pooled(best[1], test)
+            sp = sum(best[1][u][1] for u in test)
+            held_total += der * sp
+            held_speech += sp
+            print(f"  held out {held:16s} DER {der:6.1%} with {best[0]}")
+        print(f"cross-validated DER: {held_total / held_speech:.2%}")
+        ranked = sorted(results, key=lambda r: pooled(r[1], uris))[:8]
+        print("best on all dev (optimistic):")
+        for combo, files in ranked:
+            print(f"  {pooled(files, uris):.2%} {combo}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The segmentation-driven (overlap-aware) pipeline with a fake segmenter and embedder (tones as speakers)."""
+
+import numpy as np
+import pytest
+from fakes import SR, ToneEmbedder, silence, tone
+
+from stream_spk.clustering import ClusterConfig
+from stream_spk.segmented import POWERSET, SegmentedConfig, SegmentedPipeline, marginals
+from stream_spk.types import AudioChunk, SpeakerTurn
+
+
+class ToneSegmenter:
+    """Local speakers = tones present in a frame; slots numbered by first appearance in the chunk."""
+
+    def __init__(self, seconds: float = 5.0, hop: int = 270) -> None:
+        self.chunk_samples = int(seconds * SR)
+        self.frame_centres = np.arange(self.chunk_samples // hop) * hop + hop / 2
+        self.calls = 0
+
+    def _bands(self, frame: np.ndarray) -> set[int]:
+        spec = np.abs(np.fft.rfft(frame * np.hanning(frame.size)))
+        freqs = np.fft.rfftfreq(frame.size, 1 / SR)
+        if spec.max() < 1.0:
+            return set()
+        peaks = [i for i in range(1, len(spec) - 1)
+                 if spec[i] >= spec[i - 1] and spec[i] >= spec[i + 1] and spec[i] > 0.3 * spec.max()]
+        return {int(freqs[i] // 100) for i in peaks}
+
+    def segment(self, chunks: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(chunks), len(self.frame_centres), 7), np.float32)
+        for b, chunk in enumerate(chunks):
+            slots: dict[int, int] = {}
+            for f, c in enumerate(self.frame_centres):
+                lo = int(max(0, c - 256))
+                bands = sorted(self._bands(chunk[lo : lo + 512]))[:2] if lo + 512 <= chunk.size else []
+                active = []
+                for band in bands:
+                    if band not in slots and len(slots) < 3:
+                        slots[band] = len(slots)
+                    if band in slots:
+                        active.append(slots[band])
+                out[b, f, POWERSET.index(tuple(sorted(active)))] = 1.0
+        return out
+
+
+class WeightedToneEmbedder(ToneEmbedder):
+    """The fake embedder, looking only at samples with weight > 0.5."""
+
+    def embed(self, wavs, weights=None):
+        if weights is None:
+            return super().embed(wavs)
+        kept = []
+        for w, wt in zip(wavs, weights):
+            kept.append(w if wt is None else w[np.asarray(wt) > 0.5])
+        return super().embed(kept)
+
+
+def _pipeline(**cfg) -> SegmentedPipeline:
+    config = SegmentedConfig(**cfg)
+    return SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), config)
+
+
+def _feed(pipe, audio, chunk):
+    n = max(1, int(chunk * SR))
+    events = []
+    for i in range(0, audio.size, n):
+        events += pipe.process(AudioChunk(audio[i : i + n], i / SR))
+    return events + pipe.flush()
+
+
+def _finals(events):
+    latest: dict[int, SpeakerTurn] = {}
+    for ev in events:
+        if isinstance(ev, SpeakerTurn) and ev.status == "final":
+            latest[ev.turn_id] = ev
+    return sorted(latest.values(), key=lambda t: (t.start, t.label))
+
+
+def _two_voice_mix():
+    """A speaks 0.5-4.5 s, B 3.5-8 s (1 s overlap), A again 9-11 s."""
+    a1, b, a2 = tone(350, 4.0, seed=1), tone(750, 4.5, seed=2), tone(350, 2.0, seed=3)
+    audio = silence(11.5)
+    audio[int(0.5 * SR) : int(4.5 * SR)] += a1
+    audio[int(3.5 * SR) : int(8.0 * SR)] += b
+    audio[int(9.0 * SR) : int(11.0 * SR)] += a2
+    return audio
+
+
+def _labels_at(turns, t):
+    return {x.label for x in turns if x.start <= t < x.end}
+
+
+def test_marginals_of_powerset():
+    probs = np.eye(7, dtype=np.float32)
+    m = marginals(probs)
+    assert m.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]]
+
+
+def test_overlap_gets_two_labels():
+    turns = _finals(_feed(_pipeline(), _two_voice_mix(), 0.5))
+    a, b = _labels_at(turns, 2.0), _labels_at(turns, 6.0)
+    assert len(a) == 1 and len(b) == 1 and a != b
+    assert _labels_at(turns, 4.0) == a | b  # the overlapped second holds both speakers
+    assert _labels_at(turns, 10.0) == a  # A again, recognised
+    assert _labels_at(turns, 8.6) == set()  # the pause is not speech
+    # the turn boundaries follow the audio, within 0.15 s (B's first half second, heard only
+    # under A before B was ever heard alone, cannot be named within the latency)
+    a_label, b_label = next(iter(a)), next(iter(b))
+    a_turns = [t for t in turns if t.label == a_label]
+    b_turns = [t for t in turns if t.label == b_label]
+    assert abs(a_turns[0].start - 0.5) < 0.15 and abs(a_turns[0].end - 4.5) < 0.15
+    assert 3.35 < b_turns[0].start < 4.05 and abs(b_turns[-1].end - 8.0) < 0.15
+
+
+def test_overlap_of_known_speakers_is_labelled_throughout():
+    audio = silence(10.0)
+    audio[int(0.5 * SR) : int(3.0 * SR)] += tone(750, 2.5, seed=6)  # B alone
+    audio[int(3.5 * SR) : int(7.0 * SR)] += tone(350, 3.5, seed=7)  # A alone, then with B
+    audio[int(6.0 * SR) : int(9.0 * SR)] += tone(750, 3.0, seed=8)
+    turns = _finals(_feed(_pipeline(), audio, 0.5))
+    b, a = _labels_at(turns, 1.5), _labels_at(turns, 4.5)
+    assert len(a | b) == 2
+    for t in np.arange(6.1, 6.95, 0.1):
+        assert _labels_at(turns, t) == a | b, t
+    assert _labels_at(turns, 8.0) == b
+
+
+@pytest.mark.parametrize("chunk", [0.1, 0.37, 2.0, 7.5])
+def test_events_do_not_depend_on_chunking(chunk):
+    audio = _two_voice_mix()
+
+    def key(events):
+        return [(type(e).__name__, getattr(e, "label", None), getattr(e, "start", None), getattr(e, "end", None),
+                 getattr(e, "status", None)) for e in events if type(e).__name__ != "Stats"]
+
+    assert key(_feed(_pipeline(), audio, chunk)) == key(_feed(_pipeline(), audio, 0.5))
+
+
+def test_final_labels_within_latency():
+    pipe = _pipeline(latency=1.0)
+    events = _feed(pipe, _two_voice_mix(), 0.25)
+    finals = [e for e in events if isinstance(e, SpeakerTurn) and e.status == "final"]
+    assert finals and max(pipe.latencies) <= 1.0 + 1e-6
+    assert any(isinstance(e, SpeakerTurn) and e.status == "provisional" for e in events)
+
+
+def test_spurious_candidate_is_not_finalised_under_its_own_label():
+    # a 0.4 s blip of another tone inside A's speech: too little to become a speaker
+    audio = tone(350, 8.0, seed=4)
+    audio[int(4.0 * SR) : int(4.4 * SR)] = tone(1550, 0.4, seed=5)
+    pipe = SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(),
+                             SegmentedConfig(cluster=ClusterConfig(candidate_margin=float("inf"))))
+    turns = _finals(_feed(pipe, audio, 0.5))
+    assert {t.label for t in turns} == {"speaker 1"}
