@@ -24,7 +24,7 @@ import itertools
 import re
 import time
 import warnings
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np

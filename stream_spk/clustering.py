@@ -27,6 +27,7 @@ class ClusterConfig:
     min_new_windows: int = 3  # ... spread over at least this many windows (one window is never enough)
     candidate_consistency: float = 0.55  # mean cosine of a candidate's windows to its centroid
     candidate_timeout: float = 8.0  # stream seconds without new evidence before a candidate is dropped
+    new_voice_weight: float = 0.0  # share of ``strict`` added to new_threshold for a changed voice
     candidate_margin: float = 0.0  # a final label goes to a candidate only this much closer than any speaker
     profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
     adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
@@ -189,9 +190,10 @@ class OnlineClusterer:
         sims = self.similarities(emb[None])[0]
         idx, score = self.pick(sims) if len(sims) else (-1, -1.0)
         cand_max = max((float(sims[i]) for i, c in enumerate(self.clusters)), default=-1.0)
-        threshold = cfg.assign_threshold
+        threshold, new_threshold = cfg.assign_threshold, cfg.new_threshold
         if strict and idx >= 0 and self.clusters[idx].label != (self.resolve(prefer) if prefer else None):
             threshold += strict
+            new_threshold += strict * cfg.new_voice_weight
         if idx >= 0 and score >= (cfg.profile_threshold if self.clusters[idx].name else threshold):
             cluster = self.clusters[idx]
             updated = not cluster.fixed or (cfg.adapt_profiles and score >= cfg.adapt_threshold)
@@ -202,7 +204,7 @@ class OnlineClusterer:
                 cluster.speech += speech
             events += self._promote_and_merge(cluster, time)
             return Assignment(self.resolve(cluster.label), score, updated, tuple(events))
-        if idx >= 0 and cand_max >= cfg.new_threshold:
+        if idx >= 0 and cand_max >= new_threshold:
             # ambiguous: label it with the best guess but let it move no centroid
             return Assignment(self.clusters[idx].label, score, False, tuple(events))
         if cfg.max_speakers is not None and self._anonymous_count() >= cfg.max_speakers and idx >= 0:

@@ -418,6 +418,8 @@ class ProfileStore:
     @contextmanager
     def _sql(self) -> Iterator[None]:
         """Turn SQLite failures into one-line :class:`ProfileError` naming the file."""
+        if self._pending and self.path.exists():  # another connection created the store meanwhile
+            self._materialise()
         with self._lock:
             try:
                 yield

@@ -147,6 +147,23 @@ class _Plan:
     final: bool = False
 
 
+class SpeechActivity:
+    """The speech probability of every 10 ms frame as the newest chunk saw it, for displays
+    (the GUI's VAD strip taps ``process``/``last_probs`` as it does a VAD's)."""
+
+    frame = FRAME
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_probs = np.zeros(0, np.float32)
+
+    def process(self, probs: np.ndarray) -> np.ndarray:
+        self.last_probs = np.asarray(probs, np.float32)
+        return self.last_probs
+
+
 class SegmentedPipeline:
     """Overlap-aware streaming diarization: ``process(chunk) -> events``, ``flush()``, ``reset()``.
 
@@ -163,7 +180,7 @@ class SegmentedPipeline:
         self.segmenter = segmenter
         self.keep_windows = keep_windows
         self.clusterer = OnlineClusterer(self.config.cluster, profiles)
-        self.vad = None  # no separate VAD: speech comes from the segmentation model
+        self.vad = SpeechActivity()  # no separate VAD: speech comes from the segmentation model
         self._step = int(round(self.config.step * SAMPLE_RATE))
         self._win = int(round(self.config.window * SAMPLE_RATE))
         self._chunk = int(segmenter.chunk_samples)
@@ -190,6 +207,8 @@ class SegmentedPipeline:
         self._buf_start = 0
         self._seen = 0
         self._next_grid = self._step
+        self._shown = 0  # stream samples whose speech probability went to ``vad`` (for displays)
+        self.vad.reset()
         self._acc0 = 0  # global frame of the accumulators' first element
         self._acc_w = np.zeros(0)
         self._acc_sp = np.zeros(0)
@@ -362,6 +381,10 @@ class SegmentedPipeline:
 
     def _execute(self, p: _Plan) -> list[Event]:
         now = p.grid / SAMPLE_RATE
+        fresh = (p.grid - self._shown) // FRAME
+        if fresh > 0:
+            self.vad.process(p.speech[len(p.speech) - fresh :])
+            self._shown += fresh * FRAME
         self._accumulate(p)
         self._latest = p
         events: list[Event] = []
