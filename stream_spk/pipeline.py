@@ -85,7 +85,49 @@ class SpeakerInfo:
     confirmed: bool
 
 
-class Pipeline:
+class SessionSpeakers:
+    """Speaker queries, user merges/renames and periodic stats shared by the streaming pipelines
+    (they keep ``clusterer``, ``_talk``, ``_seen``, ``latencies`` and ``_apply_relabel``)."""
+
+    def speakers(self) -> list[SpeakerInfo]:
+        """Speakers known in this session (enrolled ones included), with talk time."""
+        out = []
+        for c in self.clusterer.clusters:
+            if c.confirmed or self._talk.get(c.label, 0) > 0:
+                out.append(SpeakerInfo(c.label, c.name, self._talk.get(c.label, 0.0), c.confirmed))
+        return out
+
+    def merge_speakers(self, keep: str, drop: str) -> Relabel:
+        """Merge speaker ``drop`` into ``keep`` (user request)."""
+        ev = self.clusterer.merge(keep, drop, self._seen / SAMPLE_RATE)
+        self._apply_relabel(ev)
+        return ev
+
+    def rename_speaker(self, label: str, new_label: str) -> Relabel:
+        """Give a speaker a new display label for the rest of the session."""
+        ev = self.clusterer.rename(label, new_label, self._seen / SAMPLE_RATE)
+        self._apply_relabel(ev)
+        return ev
+
+    def speaker_embeddings(self, label: str) -> tuple[np.ndarray, list[float]]:
+        """The window embeddings (and their durations) a session speaker was built from."""
+        cluster = self.clusterer.get(label)
+        if cluster is None or not cluster.members:
+            raise KeyError(f"no session speaker {label!r}")
+        return np.stack(cluster.members), list(cluster.durations)
+
+    def _maybe_stats(self, force: bool = False) -> list[Event]:
+        now = self._seen / SAMPLE_RATE
+        if not force and now < self._next_stats:
+            return []
+        self._next_stats = (math.floor(now / self.config.stats_every) + 1) * self.config.stats_every
+        lat = np.asarray(self.latencies, np.float64) if self.latencies else np.zeros(1)
+        rtf = self._proc_seconds / now if now > 0 else 0.0
+        return [Stats(now, round(rtf, 4), round(float(np.median(lat)), 3), round(float(np.percentile(lat, 95)), 3),
+                      self._overruns, sum(1 for c in self.clusterer.clusters if c.confirmed))]
+
+
+class Pipeline(SessionSpeakers):
     """Streaming speaker diarization: ``process(chunk) -> events``, ``flush()``, ``reset()``."""
 
     def __init__(self, embedder: EmbedderLike, config: PipelineConfig | None = None,
@@ -167,33 +209,6 @@ class Pipeline:
         self._proc_seconds += time.perf_counter() - t0
         events += self._maybe_stats(force=True)
         return events
-
-    def speakers(self) -> list[SpeakerInfo]:
-        """Speakers known in this session (enrolled ones included), with talk time."""
-        out = []
-        for c in self.clusterer.clusters:
-            if c.confirmed or self._talk.get(c.label, 0) > 0:
-                out.append(SpeakerInfo(c.label, c.name, self._talk.get(c.label, 0.0), c.confirmed))
-        return out
-
-    def merge_speakers(self, keep: str, drop: str) -> Relabel:
-        """Merge speaker ``drop`` into ``keep`` (user request)."""
-        ev = self.clusterer.merge(keep, drop, self._seen / SAMPLE_RATE)
-        self._apply_relabel(ev)
-        return ev
-
-    def rename_speaker(self, label: str, new_label: str) -> Relabel:
-        """Give a speaker a new display label for the rest of the session."""
-        ev = self.clusterer.rename(label, new_label, self._seen / SAMPLE_RATE)
-        self._apply_relabel(ev)
-        return ev
-
-    def speaker_embeddings(self, label: str) -> tuple[np.ndarray, list[float]]:
-        """The window embeddings (and their durations) a session speaker was built from."""
-        cluster = self.clusterer.get(label)
-        if cluster is None or not cluster.members:
-            raise KeyError(f"no session speaker {label!r}")
-        return np.stack(cluster.members), list(cluster.durations)
 
     # --- stages --------------------------------------------------------------------------
     def _feed_vad(self, upto: int) -> list[tuple[int, int, bool]]:
@@ -348,13 +363,3 @@ class Pipeline:
         if keep > self._buf_start:
             self._buf = self._buf[keep - self._buf_start :]
             self._buf_start = keep
-
-    def _maybe_stats(self, force: bool = False) -> list[Event]:
-        now = self._seen / SAMPLE_RATE
-        if not force and now < self._next_stats:
-            return []
-        self._next_stats = (math.floor(now / self.config.stats_every) + 1) * self.config.stats_every
-        lat = np.asarray(self.latencies, np.float64) if self.latencies else np.zeros(1)
-        rtf = self._proc_seconds / now if now > 0 else 0.0
-        return [Stats(now, round(rtf, 4), round(float(np.median(lat)), 3), round(float(np.percentile(lat, 95)), 3),
-                      self._overruns, sum(1 for c in self.clusterer.clusters if c.confirmed))]

@@ -19,7 +19,6 @@ The events depend only on the audio, never on how it was chunked or how fast it 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from stream_spk.clustering import ClusterConfig, OnlineClusterer
-from stream_spk.pipeline import SpeakerInfo
+from stream_spk.pipeline import SessionSpeakers
 from stream_spk.types import (
     SAMPLE_RATE,
     AudioChunk,
@@ -38,7 +37,6 @@ from stream_spk.types import (
     SpeakerTurn,
     SpeechEnd,
     SpeechStart,
-    Stats,
 )
 
 FRAME = 160  # accumulator resolution: 10 ms
@@ -164,7 +162,7 @@ class SpeechActivity:
         return self.last_probs
 
 
-class SegmentedPipeline:
+class SegmentedPipeline(SessionSpeakers):
     """Overlap-aware streaming diarization: ``process(chunk) -> events``, ``flush()``, ``reset()``.
 
     Same interface and events as :class:`stream_spk.pipeline.Pipeline`; overlapped speech gives
@@ -263,30 +261,6 @@ class SegmentedPipeline:
         events += self._close_speech(self._seen / SAMPLE_RATE)
         self._proc_seconds += time.perf_counter() - t0
         return events + self._maybe_stats(force=True)
-
-    def speakers(self) -> list[SpeakerInfo]:
-        """Speakers known in this session (enrolled ones included), with talk time."""
-        return [SpeakerInfo(c.label, c.name, self._talk.get(c.label, 0.0), c.confirmed)
-                for c in self.clusterer.clusters if c.confirmed or self._talk.get(c.label, 0) > 0]
-
-    def merge_speakers(self, keep: str, drop: str) -> Relabel:
-        """Merge speaker ``drop`` into ``keep`` (user request)."""
-        ev = self.clusterer.merge(keep, drop, self._seen / SAMPLE_RATE)
-        self._apply_relabel(ev)
-        return ev
-
-    def rename_speaker(self, label: str, new_label: str) -> Relabel:
-        """Give a speaker a new display label for the rest of the session."""
-        ev = self.clusterer.rename(label, new_label, self._seen / SAMPLE_RATE)
-        self._apply_relabel(ev)
-        return ev
-
-    def speaker_embeddings(self, label: str) -> tuple[np.ndarray, list[float]]:
-        """The window embeddings (and their durations) a session speaker was built from."""
-        cluster = self.clusterer.get(label)
-        if cluster is None or not cluster.members:
-            raise KeyError(f"no session speaker {label!r}")
-        return np.stack(cluster.members), list(cluster.durations)
 
     # --- stages --------------------------------------------------------------------------
     def _audio(self, start: int, end: int) -> np.ndarray:
@@ -630,13 +604,3 @@ class SegmentedPipeline:
         if keep > self._buf_start:
             self._buf = self._buf[keep - self._buf_start :]
             self._buf_start = keep
-
-    def _maybe_stats(self, force: bool = False) -> list[Event]:
-        now = self._seen / SAMPLE_RATE
-        if not force and now < self._next_stats:
-            return []
-        self._next_stats = (math.floor(now / self.config.stats_every) + 1) * self.config.stats_every
-        lat = np.asarray(self.latencies, np.float64) if self.latencies else np.zeros(1)
-        rtf = self._proc_seconds / now if now > 0 else 0.0
-        return [Stats(now, round(rtf, 4), round(float(np.median(lat)), 3), round(float(np.percentile(lat, 95)), 3),
-                      self._overruns, sum(1 for c in self.clusterer.clusters if c.confirmed))]
