@@ -216,7 +216,12 @@ def main() -> int:
     for shift in [float(s) for s in args.shifts.split(",") if s]:
         h, _ = evaluate(params, audio, seg, emb, shift=shift)
         der = score(ref, h, uris)[0]
-        print(f"shift {shift:.2f} s: DER {der:.2%} (change {100 * (der - base):+.2f} points)")
+        print(f"shift {shift:.2f} s: DER {der:.2%} (change {100 * (der - base):+.2f} points)", flush=True)
+    if args.cache and args.shifts:
+        import pickle
+
+        with open(args.cache, "wb") as fh:
+            pickle.dump((seg.cache, emb.cache), fh)
 
     if args.cv:
         names = list(GRID)
