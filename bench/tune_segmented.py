@@ -1,6 +1,7 @@
 """Tuning and cross-validation of the segmentation-driven pipeline (``--vad pyannote``).
 
-    python bench/tune_segmented.py [--folder DIR] [--cv] [--shifts 0.3,0.6,1.09] [--set key=value ...]
+    python bench/tune_segmented.py [--folder DIR] [--cv [--grid JSON] [--cv-shifts 0.1,0.2]]
+                                   [--shifts 0.3,0.6,1.09] [--set key=value ...] [--cache FILE]
 
 Model outputs are cached by audio content (segmentation chunks and embedding windows), so each
 setting re-runs only the pipeline logic. Without ``--cv`` it scores one setting (the defaults,
@@ -169,6 +170,11 @@ def main() -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings to change")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--cache", metavar="FILE", help="keep model outputs in FILE between runs (pickle)")
+    parser.add_argument("--grid", metavar="JSON",
+                        help='search this grid instead, e.g. \'{"assign_threshold": [0.3, 0.4]}\'')
+    parser.add_argument("--cv-shifts", default="", metavar="S,...",
+                        help="score every --cv setting with these leading silences too (errors summed over "
+                             "all shifts), so the choice does not depend on the step-grid phase")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -224,16 +230,25 @@ def main() -> int:
             pickle.dump((seg.cache, emb.cache), fh)
 
     if args.cv:
-        names = list(GRID)
-        combos = [dict(zip(names, vals)) for vals in itertools.product(*GRID.values())]
+        import json
+
+        grid = json.loads(args.grid) if args.grid else GRID
+        names = list(grid)
+        combos = [dict(zip(names, vals)) for vals in itertools.product(*grid.values())]
+        cv_shifts = [0.0] + [float(x) for x in args.cv_shifts.split(",") if x]
         results = []
         t0 = time.perf_counter()
         for i, combo in enumerate(combos):
-            h, _ = evaluate({**params, **combo}, audio, seg, emb)
-            files = {f.uri: (f.der * f.speech, f.speech) for f in der_report(ref, h, collar=0.25).files}
+            files: dict[str, tuple[float, float]] = {}
+            for shift in cv_shifts:
+                h, _ = evaluate({**params, **combo}, audio, seg, emb, shift=shift)
+                for f in der_report(ref, h, collar=0.25).files:
+                    err, sp = files.get(f.uri, (0.0, 0.0))
+                    files[f.uri] = (err + f.der * f.speech, sp + f.speech)
             results.append((combo, files))
             if i == 0:
-                print(f"\n{len(combos)} settings, ~{(time.perf_counter() - t0) * len(combos) / 60:.0f} min")
+                print(f"\n{len(combos)} settings x {len(cv_shifts)} shifts, "
+                      f"~{(time.perf_counter() - t0) * len(combos) / 60:.0f} min", flush=True)
         subsets = sorted({subset(u) for u in uris})
         held_total, held_speech = 0.0, 0.0
         print("\nleave-one-subset-out:")

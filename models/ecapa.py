@@ -56,6 +56,12 @@ def _reflect_index(lengths: torch.Tensor, max_len: int, pad: int) -> torch.Tenso
     return idx.clamp(0, max_len - 1)  # positions past an item's padding: any valid frame
 
 
+def _tracing() -> bool:
+    """True while the model is traced or compiled (ONNX export): sizes are symbolic there, so
+    every data-dependent shortcut takes its general path (same results, no branch on values)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class Conv1d(nn.Module):
     """1-D convolution with "same" output length and per-item reflect padding."""
 
@@ -67,7 +73,7 @@ class Conv1d(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, T] -> [B, out, T]."""
         if self.pad:
-            if lengths is None or bool((lengths == x.shape[-1]).all()):
+            if lengths is None or (not _tracing() and bool((lengths == x.shape[-1]).all())):
                 x = nn.functional.pad(x, (self.pad, self.pad), mode="reflect")
             else:
                 idx = _reflect_index(lengths, x.shape[-1], self.pad)

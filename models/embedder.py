@@ -17,7 +17,7 @@ from .features import (
     sample_to_frame_weights,
     sentence_mean_norm,
 )
-from .precision import Precision, autocast, resolve_device, resolve_precision
+from .precision import Precision, autocast, cpu_has_native_bf16, resolve_device, resolve_precision
 
 #: An item whose sample weights never exceed this has nothing to embed (ValueError).
 MIN_WEIGHT = 1e-6
@@ -33,6 +33,12 @@ class Embedder:
     Optional per-sample weights (e.g. 0 where another speaker talks) make an embedding ignore
     frames in its pooled statistics; see :meth:`embed`.
 
+    ``backend``: ``torch`` (default here), ``onnx`` (ONNX Runtime, CPU, fp32), ``openvino`` (CPU,
+    fp32/bf16/fp16) or ``auto`` (see :mod:`.backends`). The network is exported to ONNX and
+    checked against torch fp32 at the first embedding, not at construction; a backend that
+    fails then is replaced by torch with one warning line. ``backend`` and ``precision`` say
+    what runs once that has happened.
+
     Example:
         >>> emb = Embedder.from_checkpoint()            # doctest: +SKIP
         >>> emb.embed([np.zeros(24000, np.float32), np.ones(8000, np.float32)]).shape  # doctest: +SKIP
@@ -45,9 +51,22 @@ class Embedder:
         device: str | torch.device = "auto",
         precision: str = "auto",
         max_batch: int = 64,
+        backend: str = "torch",
+        weights_sha256: str | None = None,
     ) -> None:
+        from .backends import backend_precision, resolve_backend
+
+        if backend not in ("torch", "auto") and device == "auto":
+            device = "cpu"  # the exported backends run on the CPU: auto means the CPU for them
         self.device = resolve_device(device)
-        self.precision: Precision = resolve_precision(precision, self.device)
+        self.backend = resolve_backend(backend, self.device, precision)
+        self._torch_precision: Precision = resolve_precision(precision, self.device)
+        if self.backend == "torch":
+            self.precision: Precision = self._torch_precision
+        else:
+            self.precision = backend_precision(self.backend, precision, cpu_has_native_bf16())  # type: ignore[assignment]
+        self._weights_sha256 = weights_sha256
+        self._runner = None  # the exported network, started at the first embedding (non-torch backends)
         self.model = model.eval().to(self.device)
         flush_denormals_(self.model)  # in place; subnormal weights make fp32 ~4.5x slower on CPU
         self.fbank = Fbank().to(self.device)
@@ -62,14 +81,30 @@ class Embedder:
         device: str | torch.device = "auto",
         precision: str = "auto",
         *,
+        backend: str = "torch",
         quiet: bool = False,
         **kwargs,
     ) -> Embedder:
-        """Load the real ``spkrec-ecapa-voxceleb`` weights (fetched once, verified, cached)."""
-        from .registry import resolve_checkpoint
+        """Load the real ``spkrec-ecapa-voxceleb`` weights (fetched once, verified, cached).
 
+        An unknown or unusable ``backend`` is reported before the checkpoint is loaded.
+        """
+        from .backends import resolve_backend
+        from .registry import ECAPA_VOXCELEB, resolve_checkpoint
+
+        if backend not in ("torch", "auto"):
+            resolve_backend(backend, resolve_device("cpu" if device == "auto" else device), precision)
         path = resolve_checkpoint(model_file, quiet=quiet)
-        return cls(load_ecapa(path), device=device, precision=precision, **kwargs)
+        kwargs.setdefault("weights_sha256", ECAPA_VOXCELEB.sha256)  # resolve_checkpoint verified the file
+        return cls(load_ecapa(path), device=device, precision=precision, backend=backend, **kwargs)
+
+    def _start_backend(self) -> None:
+        """Export/load/verify the non-torch backend once; on failure fall back to torch."""
+        from .backends import start_backend
+
+        self._runner = start_backend(self, self.backend, self.precision, self._weights_sha256)
+        if self._runner is None:
+            self.backend, self.precision = "torch", self._torch_precision
 
     @torch.inference_mode()
     def embed_padded(
@@ -92,6 +127,13 @@ class Embedder:
         feats = sentence_mean_norm(self.fbank(wavs, num_samples), frames)
         if frame_weights is not None:
             frame_weights = frame_weights.to(self.device, torch.float32)[:, : feats.shape[1]]
+        if self.backend != "torch" and self._runner is None:
+            self._start_backend()
+        if self._runner is not None:
+            weights = torch.ones(feats.shape[:2]) if frame_weights is None else frame_weights
+            out = self._runner(feats.cpu().numpy(), frames.cpu().numpy().astype(np.int64),
+                               weights.cpu().numpy())
+            return torch.from_numpy(out)
         with autocast(self.precision, self.device):
             if frame_weights is None:
                 out = self.model(feats, frames)

@@ -292,6 +292,12 @@ class SegmentationOutput:
 class Segmenter:
     """Batched segmentation-3.0 inference on 16 kHz mono chunks (CPU or CUDA).
 
+    ``backend``: ``torch`` (default here), ``onnx`` (ONNX Runtime, CPU, fp32), ``openvino`` (CPU)
+    or ``auto`` (see :func:`~stream_spk.models.backends.resolve_segmentation_backend`). As for the
+    embedder, the network is exported to ONNX (cached per checkpoint sha256) and checked against
+    torch fp32 at the first call, on that call's chunks; a backend that fails is replaced by
+    torch with one warning line. ``backend`` and ``precision`` say what runs once that happened.
+
     Example:
         >>> seg = Segmenter.from_checkpoint(device="cpu")         # doctest: +SKIP
         >>> seg(np.zeros((10, 80000), np.float32)).log_probs.shape  # doctest: +SKIP
@@ -299,21 +305,47 @@ class Segmenter:
     """
 
     def __init__(self, model: SegmentationModel, device: str | torch.device = "auto",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", backend: str = "torch", weights_sha256: str | None = None) -> None:
+        from .backends import resolve_segmentation_backend, segmentation_backend_precision
+
+        if backend not in ("torch", "auto") and device == "auto":
+            device = "cpu"  # the exported backends run on the CPU: auto means the CPU for them
         self.device = resolve_device(device)
-        self.precision: Precision = resolve_precision(precision, self.device)
+        self.backend = resolve_segmentation_backend(backend, self.device, precision)
+        self._torch_precision: Precision = resolve_precision(precision, self.device)
+        if self.backend == "torch":
+            self.precision: Precision = self._torch_precision
+        else:
+            self.precision = segmentation_backend_precision(self.backend, precision)  # type: ignore[assignment]
+        self._weights_sha256 = weights_sha256
+        self._runner = None  # the exported network, started at the first call (non-torch backends)
         self.model = model.eval().to(self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto",
-                        precision: str = "fp32", *, quiet: bool = False) -> Segmenter:
+                        precision: str = "fp32", *, backend: str = "torch", quiet: bool = False) -> Segmenter:
         """Load the real weights: ``path``, else ``$STREAM_SPK_SEGMENTATION_CKPT``, else the verified cache
         (fetched once). ``precision`` defaults to fp32: bf16 autocast changes ~0.6% of the frame
-        classes on real speech (the sinc filterbank always runs in fp32)."""
+        classes on real speech (the sinc filterbank always runs in fp32). An unknown or unusable
+        ``backend`` is reported before the checkpoint is loaded."""
+        from .backends import resolve_segmentation_backend
         from .registry import SEGMENTATION_3_0, resolve_checkpoint
 
+        if backend not in ("torch", "auto"):
+            resolve_segmentation_backend(backend, resolve_device("cpu" if device == "auto" else device), precision)
         ckpt = resolve_checkpoint(path, SEGMENTATION_3_0, quiet=quiet)
-        return cls(load_segmentation(ckpt), device=device, precision=precision)
+        # resolve_checkpoint verified the file against the registry's sha256 (the export's cache key)
+        return cls(load_segmentation(ckpt), device=device, precision=precision, backend=backend,
+                   weights_sha256=SEGMENTATION_3_0.sha256)
+
+    def _start_backend(self, chunks: np.ndarray) -> None:
+        """Export/load/verify the non-torch backend once, on the first call's chunks; on failure torch."""
+        from .backends import start_segmentation_backend
+
+        self._runner = start_segmentation_backend(self.model, self.backend, self.precision, self._weights_sha256,
+                                                  chunks)
+        if self._runner is None:
+            self.backend, self.precision = "torch", self._torch_precision
 
     @torch.inference_mode()
     def __call__(self, chunks: np.ndarray | torch.Tensor) -> SegmentationOutput:
@@ -328,6 +360,12 @@ class Segmenter:
             raise ValueError(f"chunks need at least {MIN_SAMPLES} samples, got {n}")
         if x.shape[0] == 0:
             return SegmentationOutput(np.zeros((0, num_frames(n), NUM_CLASSES), np.float32), n)
+        if self.backend != "torch":
+            batch = x.detach().to("cpu", torch.float32).numpy()
+            if self._runner is None:
+                self._start_backend(batch)
+            if self._runner is not None:
+                return SegmentationOutput(self._runner(batch[:, None, :]), n)
         x = x.to(self.device, torch.float32)[:, None, :]
         with autocast(self.precision, self.device):
             out = self.model(x)

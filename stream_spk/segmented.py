@@ -75,7 +75,7 @@ class SegmentationConfig:
     """How segmentation output is turned into speech, overlap and tracks."""
 
     speech_threshold: float = 0.6  # aggregated P(speech) at or above this: the frame is speech
-    overlap_threshold: float = 0.5  # aggregated P(two speakers) at or above this: two labels
+    overlap_threshold: float = 0.3  # aggregated P(two speakers) at or above this: two labels (CV)
     active_threshold: float = 0.5  # a local speaker is active in a frame at this marginal
     edge: float = 0.5  # seconds at each chunk edge whose frames weigh less in the aggregate
     min_link: float = 0.1  # seconds of shared activity that link two chunks' local speakers
@@ -85,7 +85,7 @@ class SegmentationConfig:
     label_context: float = 0.5  # a track's label comes from its windows this close to the speech (-1: all)
     max_gap: float = 1.0  # silence (s) after which a local speaker's voice starts a new track
     exclusive_voices: bool = False  # local speakers of one chunk never share a label (hurt on dev)
-    new_voice_margin: float = 0.2  # extra similarity a track needs to join a speaker it was not with
+    new_voice_margin: float = 0.1  # extra similarity a track needs to join a speaker it was not with
 
 
 @dataclass(frozen=True)

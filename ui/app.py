@@ -646,7 +646,7 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
 
 def session_options(args: argparse.Namespace) -> SessionOptions:
     return SessionOptions(model_file=args.model_file, precision=args.precision, compute_device=args.compute_device,
-                          latency=args.latency, profiles=args.profiles)
+                          backend=getattr(args, "backend", "auto"), latency=args.latency, profiles=args.profiles)
 
 
 def check_microphone(device: str | None, stream_factory: Any = None) -> int | None:

@@ -339,6 +339,9 @@ class SessionWorker:
             emb = pipeline.embedder
             device = str(getattr(emb, "device", "cpu")).upper()
             precision = str(getattr(emb, "precision", "fp32"))
+            backend = str(getattr(emb, "backend", "torch"))
+            if backend != "torch":
+                precision = f"{precision} ({backend})"
             self.outbox.put(ModelReady(device, precision, known))
         return pipeline
 

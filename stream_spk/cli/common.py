@@ -10,10 +10,11 @@ import tempfile
 from pathlib import Path
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "onnx", "openvino")  # = stream_spk.models.backends.BACKEND_CHOICES (no torch import here)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """``--model-file``, ``--precision`` and ``--compute-device``."""
+    """``--model-file``, ``--precision``, ``--compute-device`` and ``--backend``."""
     group = parser.add_argument_group("model")
     group.add_argument("--model-file", metavar="PATH",
                        help="ECAPA checkpoint (embedding_model.ckpt, or a folder holding it); "
@@ -23,6 +24,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                             "bf16, fp32 elsewhere (default: %(default)s)")
     group.add_argument("--compute-device", default="auto", metavar="DEV",
                        help="torch device: auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    group.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="what runs the speaker-embedding network and (default pipeline) the segmentation "
+                            "model: torch, onnx (ONNX Runtime, CPU, fp32) or openvino (CPU); auto = the fastest "
+                            "installed one for each (on the CPU: OpenVINO for the embeddings, ONNX Runtime fp32 "
+                            "for the segmentation model; torch on CUDA) (default: %(default)s)")
 
 
 def make_embedder(args: argparse.Namespace, quiet: bool = False):
@@ -31,7 +37,7 @@ def make_embedder(args: argparse.Namespace, quiet: bool = False):
 
     check_compute_device(args.compute_device)
     return Embedder.from_checkpoint(args.model_file, device=args.compute_device,
-                                    precision=args.precision, quiet=quiet)
+                                    precision=args.precision, backend=args.backend, quiet=quiet)
 
 
 def eprint(*parts: object) -> None:
@@ -72,7 +78,7 @@ def session_options(args: argparse.Namespace):
         if isinstance(value, str) and value:
             check_output_file(value, f"--{option}")
     return SessionOptions(model_file=args.model_file, precision=args.precision,
-                          compute_device=args.compute_device, latency=args.latency, vad=args.vad,
+                          compute_device=args.compute_device, backend=args.backend, latency=args.latency, vad=args.vad,
                           vad_threshold=args.vad_threshold, profiles=args.profiles,
                           use_profiles=not args.no_profiles)
 

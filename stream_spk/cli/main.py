@@ -61,11 +61,14 @@ def run() -> None:
 
     Tearing down an interpreter that imported torch takes about 0.35 s, a sixth of a one-off
     ``stream-spk enroll``. Every file, database and audio stream is closed by the time main()
-    returns, so only the buffered output is left to flush. A thread still at work (the desktop
-    app's worker, past its join timeout) gets the ordinary exit, which waits for it.
+    returns, so only the buffered output is left to flush. A thread still at work (non-daemon)
+    gets the ordinary exit, which waits for it, except the idle workers of a library's thread
+    pool: OpenVINO's import starts one (telemetry), and the ordinary exit would then also run
+    PortAudio's exit handler, which blocks forever on a frozen sound server.
     """
     code = main()
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    if any(t.is_alive() and not t.daemon and not t.name.startswith("ThreadPoolExecutor")
+           for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     try:
         if "logging" in sys.modules:
