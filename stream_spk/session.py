@@ -107,5 +107,21 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
 
         segmenter = ChunkSegmenter(Segmenter.from_checkpoint(device=options.compute_device, backend=options.backend,
                                                              quiet=quiet))
+        _warm_up(embedder, segmenter)
         return SegmentedPipeline(embedder, segmenter, options.segmented_config(), profiles=profiles)
+    _warm_up(embedder)
     return Pipeline(embedder, config, profiles=profiles)
+
+
+def _warm_up(embedder, segmenter=None) -> None:
+    """One tiny call through each network, so that a backend's first-use work (the export once
+    per machine, compiling, the check against torch) happens while the session is being set up,
+    not as a stall at the first audio a live session hears."""
+    import numpy as np
+
+    noise = np.random.default_rng(0).normal(0.0, 0.01, 2 * 16000).astype(np.float32)
+    embedder.embed([noise])
+    if segmenter is not None:
+        chunk = np.zeros(segmenter.chunk_samples, np.float32)
+        chunk[-noise.size :] = noise
+        segmenter.segment(chunk[None])

@@ -34,6 +34,12 @@ MEETING = DATA / "dev_libri03.wav"
 PLUGIN = "/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"
 
 
+def _model_cache() -> Path:
+    from stream_spk.models.registry import cache_dir
+
+    return cache_dir()
+
+
 def _missing() -> str | None:
     tools = [t for t in ("pulseaudio", "pactl", "paplay") if shutil.which(t) is None]
     if tools:
@@ -69,6 +75,7 @@ class Pulse:
         (root / "default.pa").write_text(PULSE_CONFIG)
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(run), "HOME": str(home),
                     "PULSE_SERVER": f"unix:{run}/pulse/native", "STREAM_SPK_ECAPA_CKPT": str(checkpoint),
+                    "STREAM_SPK_CACHE_DIR": str(_model_cache()),  # HOME moves: keep the usual cache
                     "QT_QPA_PLATFORM": "offscreen"}
         self.env.pop("DISPLAY", None)
         self.log = open(root / "pulse.log", "w")
