@@ -105,10 +105,13 @@ def test_build_pipeline_passes_the_session_backend_to_the_segmenter(monkeypatch)
 
     monkeypatch.setattr(seg.Segmenter, "from_checkpoint", staticmethod(fake_from_checkpoint))
     monkeypatch.setattr(segmented, "SegmentedPipeline", lambda embedder, segmenter, config, profiles: segmenter)
+    warmed = []
+    monkeypatch.setattr(session, "_warm_up", lambda embedder, segmenter=None: warmed.append(segmenter))
     opts = session.SessionOptions(backend="onnx", compute_device="cpu", use_profiles=False)
     chunk_segmenter = session.build_pipeline(opts, embedder=object())
     assert seen == {"device": "cpu", "precision": "fp32", "backend": "onnx"}  # precision stays the default fp32
     assert chunk_segmenter.chunk_samples == CHUNK
+    assert warmed == [chunk_segmenter]  # its first-use work happens while the session is set up
 
 
 # ---- parity, cache and fallback with seeded weights ----------------------------------------------------
@@ -291,3 +294,23 @@ def test_real_model_accepted_on_the_zero_padded_chunks_a_stream_starts_with(back
     assert s.backend == backend
     ref = seg.Segmenter(real_segmentation_model, device="cpu")(chunks).probs
     np.testing.assert_allclose(out, ref, atol=backends.SEG_MAX_PROB_DIFF)
+
+
+def test_warm_up_runs_each_network_once():
+    from stream_spk import session
+
+    calls = []
+
+    class Emb:
+        def embed(self, wavs):
+            calls.append(("embed", [w.shape for w in wavs]))
+
+    class Seg:
+        chunk_samples = CHUNK
+
+        def segment(self, chunks):
+            calls.append(("segment", chunks.shape))
+
+    session._warm_up(Emb(), Seg())
+    session._warm_up(Emb())
+    assert calls == [("embed", [(32000,)]), ("segment", (1, CHUNK)), ("embed", [(32000,)])]
