@@ -313,6 +313,9 @@ class Verification:
     def ok(self) -> bool:
         return bool(np.isfinite(self.min_cosine) and self.min_cosine >= MIN_COSINE)
 
+    def describe(self) -> str:
+        return f"cosine {self.min_cosine:.6f} to torch fp32 is below {MIN_COSINE}"
+
 
 def verify(embedder, runner) -> Verification:
     """Compare ``runner`` with the embedder's torch model in fp32 on three seeded items of random
@@ -347,18 +350,25 @@ def start_backend(embedder, backend: str, precision: str, weights_sha256: str | 
     Returns the runner, or None after printing one warning line when any step fails (the
     embedder then keeps using torch).
     """
-    what = f"inference backend {backend} ({precision})"
-    try:
-        sha = weights_sha256 or weights_digest(embedder.model)
-        path, _ = ensure_export(embedder.model, sha)
+    def start():
+        path, _ = ensure_export(embedder.model, weights_sha256 or weights_digest(embedder.model))
         runner = make_runner(backend, path, precision, torch.get_num_threads())
-        check = verify(embedder, runner)
+        return runner, verify(embedder, runner)
+
+    return _start_checked(f"inference backend {backend} ({precision})", start)
+
+
+def _start_checked(what: str, start):
+    """``start() -> (runner, verification)``; the runner when it passed, else None after one
+    warning line naming why (any exception included): the caller then keeps torch."""
+    try:
+        runner, check = start()
     except Exception as exc:  # noqa: BLE001 (any failure means: fall back to torch, say why in one line)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _warn(f"{what} not usable ({first[:200]}); using torch")
         return None
     if not check.ok:
-        _warn(f"{what} refused: cosine {check.min_cosine:.6f} to torch fp32 is below {MIN_COSINE}; using torch")
+        _warn(f"{what} refused: {check.describe()}; using torch")
         return None
     return runner
 
@@ -512,17 +522,9 @@ def start_segmentation_backend(model: torch.nn.Module, backend: str, precision: 
                                chunks: np.ndarray):
     """Export (or reuse), load and verify ``backend`` for the segmentation ``model`` at its first
     call on ``chunks``. Returns the runner, or None after one warning line (then torch is used)."""
-    what = f"inference backend {backend} ({precision}) for the segmentation model"
-    try:
-        sha = weights_sha256 or weights_digest(model)
-        path, _ = ensure_segmentation_export(model, sha)
+    def start():
+        path, _ = ensure_segmentation_export(model, weights_sha256 or weights_digest(model))
         runner = make_segmentation_runner(backend, path, precision, torch.get_num_threads())
-        check = verify_segmentation(model, runner, chunks, precision)
-    except Exception as exc:  # noqa: BLE001 (any failure means: fall back to torch, say why in one line)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _warn(f"{what} not usable ({first[:200]}); using torch")
-        return None
-    if not check.ok:
-        _warn(f"{what} refused: {check.describe()}; using torch")
-        return None
-    return runner
+        return runner, verify_segmentation(model, runner, chunks, precision)
+
+    return _start_checked(f"inference backend {backend} ({precision}) for the segmentation model", start)

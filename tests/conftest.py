@@ -46,6 +46,13 @@ def reference() -> dict[str, np.ndarray]:
         return {k: ref[k] for k in ref.files}
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private model cache (exports land in ``cache/exports``)."""
+    monkeypatch.setenv("STREAM_SPK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()

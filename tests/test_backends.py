@@ -51,13 +51,6 @@ def _weights(wavs: list[np.ndarray], seed: int) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private model cache (exports land in ``cache/exports``)."""
-    monkeypatch.setenv("STREAM_SPK_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def export_count(monkeypatch):
     """Counts calls of the ONNX exporter."""
     calls = []
