@@ -1,6 +1,7 @@
 """Streaming DER, label latency and throughput on the dev set (or any folder of WAV + RTTM).
 
-    python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--vad pyannote|silero|webrtc]
+    python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--backend auto|torch|onnx|openvino]
+                            [--vad pyannote|silero|webrtc]
                             [--latency 1.0] [--refine] [--shifts 0.3,0.6,1.09]
 
 Runs every FOLDER/*.wav through the same path as `stream-spk diarize` (the streaming pipeline,
@@ -46,6 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default=str(DEFAULT))
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"),
+                        help="inference backend of both networks (as `diarize --backend`)")
     parser.add_argument("--vad", default="pyannote")
     parser.add_argument("--vad-threshold", type=float)
     parser.add_argument("--latency", type=float, default=1.0)
@@ -58,10 +61,11 @@ def main() -> int:
     if not wavs:
         print(f"no .wav files in {folder}", file=sys.stderr)
         return 2
-    options = SessionOptions(precision=args.precision, vad=args.vad, vad_threshold=args.vad_threshold,
-                             latency=args.latency, use_profiles=False)
+    options = SessionOptions(precision=args.precision, backend=args.backend, vad=args.vad,
+                             vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False)
     pipeline = build_pipeline(options)
-    print(f"precision {pipeline.embedder.precision}, device {pipeline.embedder.device}, vad {args.vad}, "
+    print(f"precision {pipeline.embedder.precision}, device {pipeline.embedder.device}, backend {args.backend}, "
+          f"vad {args.vad}, "
           f"latency {args.latency}s, {len(wavs)} files", flush=True)
     lat: list[float] = []
     audio = wall = refine_wall = 0.0

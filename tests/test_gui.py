@@ -24,7 +24,7 @@ from test_gui_logic import FakePipeline  # noqa: E402
 from stream_spk.session import SessionOptions, build_pipeline  # noqa: E402
 from stream_spk.sinks import RttmWriter  # noqa: E402
 from stream_spk.sources import FileSource  # noqa: E402
-from stream_spk.ui.app import FAST_CHUNK, LaunchOptions, MainWindow  # noqa: E402
+from stream_spk.ui.app import FAST_CHUNK, PACED_CHUNK, LaunchOptions, MainWindow  # noqa: E402
 from stream_spk.ui.export import session_turns  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -79,13 +79,22 @@ def wait_idle(qtbot, window: MainWindow, timeout: int = 10000) -> None:
 
 
 def reference_turns(factory, path: Path) -> list[tuple[float, float, str]]:
-    """What the pipeline emits on its own for the same file and chunking."""
+    """What the pipeline emits on its own for the same file, fed in the GUI's fast-replay chunks."""
     from stream_spk.runner import StreamRunner
 
     pipeline = factory(SessionOptions(use_profiles=False))
     writer = RttmWriter(path.with_suffix(".ref.rttm"), "ref")
     StreamRunner(FileSource(path, chunk_seconds=FAST_CHUNK, speed=None), pipeline, [writer]).run()
     return writer.turns()
+
+
+def diarize_rttm(factory, path: Path, out: Path) -> str:
+    """The RTTM `stream-spk diarize` writes for the same file."""
+    from stream_spk.cli.diarize_cmd import diarize_file
+
+    options = SessionOptions(use_profiles=False)
+    diarize_file(str(path), str(out), options, pipeline=factory(options))
+    return (out / f"{path.stem}.rttm").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,9 +129,10 @@ def test_replay_fills_the_timeline_like_the_pipeline(qtbot, tmp_path, mix, real_
     assert window.history.vad()[1].max() > 0.5
     assert window.status.model.text().startswith("model: CPU")
     assert window.status.rtf.text().startswith("RTF ")
-    # export
+    # export: the same RTTM as `stream-spk diarize` writes for this file
     rttm = window.export_rttm(tmp_path / "s.rttm")
     assert rttm is not None and len(rttm.read_text().splitlines()) == len(turns)
+    assert rttm.read_text() == diarize_rttm(real_factory, mix, tmp_path)
     assert window.export_json(tmp_path / "s.json") is not None
     # a screenshot of the finished session
     assert window.save_screenshot(tmp_path / "shot.png") and (tmp_path / "shot.png").stat().st_size > 10000
@@ -219,7 +229,7 @@ def test_enroll_dialog_checks_then_saves_a_file(qtbot, tmp_path, real_factory):
 
 
 def test_bad_file_shows_an_error_and_the_window_stays_usable(qtbot, tmp_path):
-    fake = FakePipeline()
+    fake = FakePipeline(turn=FAST_CHUNK)  # labels by chunk start: one fast-replay chunk per speaker
     window = make_window(qtbot, tmp_path, lambda opts, emb: fake)
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio\n")
@@ -236,7 +246,7 @@ def test_bad_file_shows_an_error_and_the_window_stays_usable(qtbot, tmp_path):
     assert "notes.wav" in window.last_error
     # a good file dropped on the window replays
     good = tmp_path / "good.wav"
-    sf.write(good, _clips()[1], 16000)
+    sf.write(good, np.tile(_clips()[1], 3)[: int((FAST_CHUNK + 1.0) * 16000)], 16000)
     mime_good = _mime(good)  # the event does not own its mime data: keep it alive
     window.dropEvent(QDropEvent(QPointF(10, 10), Qt.CopyAction, mime_good, Qt.LeftButton, Qt.NoModifier))
     assert window.source_bar.file_path() == good
@@ -421,6 +431,41 @@ def test_pause_speed_and_closing_mid_session(qtbot, tmp_path):
     t0 = time.monotonic()
     window.close()
     assert not worker.alive and time.monotonic() - t0 < 3.0
+
+
+class ChunkLog(FakePipeline):
+    """FakePipeline that records the length of every chunk it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[float] = []
+
+    def process(self, chunk):
+        self.sizes.append(chunk.duration)
+        return super().process(chunk)
+
+
+def test_fast_replay_feeds_the_pipeline_fast_chunks(qtbot, tmp_path):
+    # the pipeline batches a chunk's step-grid points: as fast as possible it gets FAST_CHUNK
+    # seconds per call (as `diarize` does), paced replays PACED_CHUNK, whatever the speed at start
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(_clips()[1], 6), 16000)
+    total = sf.info(long).frames / 16000
+    fake = ChunkLog()
+    window = make_window(qtbot, tmp_path, lambda opts, emb: fake, LaunchOptions(replay=long, speed=None))
+    wait_done(qtbot, window)
+    assert FAST_CHUNK > PACED_CHUNK and total > 2 * FAST_CHUNK
+    assert fake.sizes[:-1] == [FAST_CHUNK] * (len(fake.sizes) - 1) and 0 < fake.sizes[-1] <= FAST_CHUNK
+    assert sum(fake.sizes) == pytest.approx(total)
+    # paced at first, then as fast as possible
+    fake.sizes.clear()
+    window.source_bar.set_speed(4.0)
+    assert window.start_session()
+    qtbot.waitUntil(lambda: window.stream_now >= 1.0, timeout=10000)
+    window.source_bar.set_speed(None)
+    wait_done(qtbot, window, sessions=2)
+    assert fake.sizes[:4] == [PACED_CHUNK] * 4 and FAST_CHUNK in fake.sizes
+    assert sum(fake.sizes) == pytest.approx(total)
 
 
 def test_enrollment_recording_with_an_injected_microphone(qtbot, tmp_path):

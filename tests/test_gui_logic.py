@@ -231,6 +231,26 @@ def test_feed_paces_calls_hooks_and_retimes_on_speed_change(monkeypatch):
     assert feed.position == 2.0
 
 
+def test_feed_joins_file_chunks_only_while_as_fast_as_possible():
+    source = [AudioChunk(np.full(4000, k, np.float32), k * 0.25, 2 if k == 5 else 0) for k in range(20)]  # 5 s
+    feed = Feed(iter(source), speed=None, fast_chunk=1.0)
+    out = []
+    for c in feed:
+        out.append(c)
+        if len(out) == 2:
+            feed.set_speed(1000.0)  # paced from here: the source's own chunks
+        elif len(out) == 4:
+            feed.set_speed(None)  # as fast as possible again: joined again
+    assert [(c.t0, c.duration) for c in out] == [(0.0, 1.0), (1.0, 1.0), (2.0, 0.25), (2.25, 0.25),
+                                                 (2.5, 1.0), (3.5, 1.0), (4.5, 0.5)]  # the file's end: shorter
+    assert np.array_equal(np.concatenate([c.samples for c in out]), np.concatenate([c.samples for c in source]))
+    assert [c.overruns for c in out] == [0, 2, 0, 0, 0, 0, 0]
+    assert feed.position == 5.0
+    # no fast_chunk, or a live source: chunks as the source made them
+    assert [c.duration for c in Feed(chunks(1.0), speed=None)] == [0.25] * 4
+    assert [c.duration for c in Feed(chunks(1.0), live=True, fast_chunk=1.0)] == [0.25] * 4
+
+
 def test_feed_pause_holds_files_and_drops_live_audio():
     gate = threading.Event()
     seen = []

@@ -153,3 +153,31 @@ def test_spurious_candidate_is_not_finalised_under_its_own_label():
                              SegmentedConfig(cluster=ClusterConfig(candidate_margin=float("inf"))))
     turns = _finals(_feed(pipe, audio, 0.5))
     assert {t.label for t in turns} == {"speaker 1"}
+
+
+class CountingEmbedder(WeightedToneEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows = 0
+
+    def embed(self, wavs, weights=None):
+        self.windows += len(wavs)
+        return super().embed(wavs, weights)
+
+
+def test_a_voice_that_stopped_is_not_embedded_again():
+    # A speaks 0.5-3 s, then silence: its last second is still inside the next windows, but with
+    # min_fresh those windows (nothing new heard) are not embedded; the labels stay the same
+    from stream_spk.segmented import SegmentationConfig
+
+    audio = silence(6.0)
+    audio[int(0.5 * SR) : int(3.0 * SR)] += tone(350, 2.5, seed=9)
+    runs = {}
+    for min_fresh in (0.0, 0.2):
+        embedder = CountingEmbedder()
+        config = SegmentedConfig(segmentation=SegmentationConfig(min_fresh=min_fresh))
+        turns = _finals(_feed(SegmentedPipeline(embedder, ToneSegmenter(), config), audio, 0.5))
+        runs[min_fresh] = embedder.windows, [(round(t.start, 2), round(t.end, 2), t.label) for t in turns]
+    (every, turns_every), (fresh_only, turns_fresh) = runs[0.0], runs[0.2]
+    assert turns_fresh == turns_every and {t[2] for t in turns_fresh} == {"speaker 1"}
+    assert 5 <= fresh_only < every  # one window per step while A speaks (1.0-3.0 s), none after

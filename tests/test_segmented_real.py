@@ -18,9 +18,12 @@ def pipeline(checkpoint_path):
     from stream_spk.models.embedder import Embedder
     from stream_spk.models.segmentation import Segmenter
     from stream_spk.segmented import SegmentedPipeline
+    from stream_spk.session import SessionOptions
 
     embedder = Embedder.from_checkpoint(checkpoint_path, device="cpu", quiet=True)
-    return SegmentedPipeline(embedder, ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", quiet=True)))
+    segmenter = ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", quiet=True))
+    # the settings a session uses (the shipped defaults), not the bare dataclass defaults
+    return SegmentedPipeline(embedder, segmenter, SessionOptions(use_profiles=False).segmented_config())
 
 
 def _run(pipe, audio, chunk=1.0):

@@ -58,8 +58,14 @@ from stream_spk.ui.worker import PipelineFactory, SessionWorker
 log = logging.getLogger("stream_spk.ui")
 
 FRAME_MS = 50  # GUI refresh period: drain the worker, redraw (20 fps at most)
-PACED_CHUNK = 0.25  # seconds per chunk for real-time sources (smooth meters)
-FAST_CHUNK = 0.5  # ... and as fast as possible (bigger batches)
+PACED_CHUNK = 0.25  # seconds per chunk read from a source (smooth meters at paced speeds)
+# As fast as possible, the worker joins a file's chunks into this many seconds per pipeline call
+# (Feed): the pipeline batches a chunk's step-grid points into one call per network, so this sets
+# the batch size. 4 s is what `diarize` feeds; on the 2-core dev machine the app then replays at
+# 0.93-0.98 of diarize's throughput, against 0.49-0.54 with 0.5 s and 0.82-0.84 with 2 s, and the
+# GUI stays smooth (longest stall 29 ms; bench/gui_responsiveness.py --fast --fast-chunk 0.5,2,4
+# --compare-diarize, see README).
+FAST_CHUNK = 4.0
 EXIT_JOIN_SECONDS = 20.0  # after the window closed: let the worker finish its chunk (never kill torch mid-call)
 
 
@@ -270,8 +276,7 @@ class MainWindow(QMainWindow):
                 path = sb.file_path()
                 if path is None:
                     raise StreamSpkError("choose a recording first (Open…, or drop a file on the window)")
-                speed = sb.speed()
-                chunk = PACED_CHUNK if speed is not None else FAST_CHUNK
+                speed, chunk = sb.speed(), PACED_CHUNK  # joined into FAST_CHUNK while as fast as possible
                 source: Any = FileSource(path, chunk_seconds=chunk, speed=None)
                 live, description, duration, uri = False, path.name, source.duration, path.stem
             else:
@@ -295,7 +300,7 @@ class MainWindow(QMainWindow):
         self._stream_now, self._now_wall = 0.0, time.monotonic()
         self.timeline.set_follow(True)
         self.worker.start_session(source, speed=None if live else speed, live=live, description=description,
-                                  duration=duration, player=player)
+                                  duration=duration, player=player, fast_chunk=None if live else FAST_CHUNK)
         self._set_running(True)
         self.status.message(f"starting {description}…")
         return True

@@ -7,7 +7,12 @@ chunk is fetched (the worker drains its command queue there), ``on_chunk`` sees 
 before the pipeline does (levels, playback).
 
 File replay is paced here rather than in :class:`FileSource` so that a pause, or a change of
-speed, re-anchors the clock instead of making the replay rush to catch up.
+speed, re-anchors the clock instead of making the replay rush to catch up. For the same reason
+the size of a file's chunks follows the current speed here: the source hands out short chunks
+(smooth meters when paced) and, as fast as possible, consecutive ones are joined into
+``fast_chunk`` seconds per ``Pipeline.process`` call (the pipeline batches the step-grid points
+of a chunk into one network call each, so short chunks would cost throughput; its events do not
+depend on the chunking).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from stream_spk.types import AudioChunk
+import numpy as np
+
+from stream_spk.types import SAMPLE_RATE, AudioChunk
 
 _POLL = 0.05  # seconds between checks while paused or waiting
 
@@ -25,17 +32,21 @@ class Feed:
     """Iterable of chunks for :class:`StreamRunner`; ``stop()``/``pause()``/``set_speed()`` from any thread.
 
     ``speed`` (file replay): 1.0 real time, 4.0 four times faster, None as fast as possible.
-    ``live`` sources (microphones) are never paced; while paused their chunks are dropped (and
-    counted in ``dropped``) instead of piling up. A stopped live source is read to its end: the
-    audio it captured before the stop is still analysed (a file stops at once).
+    ``fast_chunk`` (file replay): while the speed is None, consecutive chunks are joined into one
+    of at least this many seconds (the last one of a file, or one cut short by a pause or stop,
+    may be shorter); None hands every chunk out as the source made it.
+    ``live`` sources (microphones) are never paced nor joined; while paused their chunks are
+    dropped (and counted in ``dropped``) instead of piling up. A stopped live source is read to
+    its end: the audio it captured before the stop is still analysed (a file stops at once).
     """
 
     def __init__(self, source: Iterable[AudioChunk], *, speed: float | None = None, live: bool = False,
                  between_chunks: Callable[[], None] | None = None,
                  on_chunk: Callable[[AudioChunk], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, fast_chunk: float | None = None) -> None:
         self.source = source
         self.live = live
+        self._fast_samples = round(fast_chunk * SAMPLE_RATE) if fast_chunk and not live else 0
         self._speed = None if live else speed
         self._between = between_chunks or (lambda: None)
         self._on_chunk = on_chunk or (lambda chunk: None)
@@ -84,6 +95,7 @@ class Feed:
     def __iter__(self) -> Iterator[AudioChunk]:
         inner = iter(self.source)
         anchor: tuple[float, float] | None = None  # (wall clock, stream time) pacing origin
+        ended = [False]  # the source ran out while chunks were being joined
         try:
             while True:
                 stopping = self._stop.is_set()
@@ -93,6 +105,8 @@ class Feed:
                 if self._paused.is_set() and not self.live:
                     self._stop.wait(_POLL)
                     continue
+                if ended[0]:
+                    return
                 try:
                     chunk = next(inner)  # a stopped live source still hands out what it captured
                 except StopIteration:
@@ -100,6 +114,7 @@ class Feed:
                 if self._paused.is_set() and not self._stop.is_set():
                     self.dropped += 1  # live: what is heard while paused is not analysed
                     continue
+                chunk = self._join(chunk, inner, ended)
                 anchor = self._pace(chunk, anchor)
                 if self._stop.is_set() and not self.live:
                     return
@@ -110,6 +125,24 @@ class Feed:
             closer = getattr(inner, "close", None)
             if callable(closer):
                 closer()  # a generator source (microphone) closes its stream now
+
+    def _join(self, chunk: AudioChunk, inner: Iterator[AudioChunk], ended: list[bool]) -> AudioChunk:
+        """As fast as possible: ``chunk`` and the next ones, up to ``fast_chunk`` seconds."""
+        if not self._fast_samples or self._speed is not None or chunk.samples.size >= self._fast_samples:
+            return chunk
+        parts, size = [chunk], chunk.samples.size
+        while size < self._fast_samples and self._speed is None and not (
+                self._stop.is_set() or self._paused.is_set()):
+            try:
+                part = next(inner)
+            except StopIteration:
+                ended[0] = True
+                break
+            parts.append(part)
+            size += part.samples.size
+        if len(parts) == 1:
+            return chunk
+        return AudioChunk(np.concatenate([p.samples for p in parts]), chunk.t0, sum(p.overruns for p in parts))
 
     def wait_released(self, timeout: float = 1.0) -> bool:
         """The source's :meth:`MicSource.wait_released` (True when it has none)."""

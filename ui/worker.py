@@ -127,6 +127,7 @@ class _Session:
     description: str
     duration: float | None
     player: Any = None  # AudioPlayer or None
+    fast_chunk: float | None = None  # Feed's: chunks joined to this many seconds as fast as possible
     paused: bool = False  # requests that arrived before the session started
     cancelled: bool = False
 
@@ -178,9 +179,13 @@ class SessionWorker:
         self._inbox.put(_LoadModel())
 
     def start_session(self, source: Iterable[AudioChunk], *, speed: float | None, live: bool, description: str,
-                      duration: float | None = None, player: Any = None) -> None:
-        """Run ``source`` through the pipeline (the speakers of the previous session are forgotten)."""
-        session = _Session(source, speed, live, description, duration, player)
+                      duration: float | None = None, player: Any = None, fast_chunk: float | None = None) -> None:
+        """Run ``source`` through the pipeline (the speakers of the previous session are forgotten).
+
+        ``fast_chunk``: a file's chunks are joined into chunks of this many seconds while it is
+        replayed as fast as possible (see :class:`Feed`).
+        """
+        session = _Session(source, speed, live, description, duration, player, fast_chunk)
         with self._lock:
             self._pending = session
         self._inbox.put(session)
@@ -367,7 +372,7 @@ class SessionWorker:
                 self.outbox.put(SessionEnded(True, 0.0, 0.0))
                 return
             feed = Feed(job.source, speed=job.speed, live=job.live, between_chunks=self._between_chunks,
-                        on_chunk=self._on_chunk)
+                        on_chunk=self._on_chunk, fast_chunk=job.fast_chunk)
             feed.pause(job.paused)
             runner = StreamRunner(feed, pipeline, on_events=self._events.extend)
             self._feed, self._runner = feed, runner
