@@ -292,12 +292,44 @@ class OpenVinoRunner:
         return self.run({"feats": feats, "lengths": lengths, "weights": weights})
 
 
-def make_runner(backend: str, path: Path, precision: str, threads: int):
+SMALL_BATCH = 2  # batches up to this size run on one thread (see BatchSizedRunner)
+
+
+class BatchSizedRunner:
+    """Two instances of one runner: a one-thread one for small batches, a ``threads`` one for big.
+
+    A live stream hands the networks one chunk and a window or two every step; on two threads
+    such a call costs ~20% more CPU than on one (the second thread mostly waits), which is most
+    of what a live session uses. Batches from files (``diarize``, fast replay) are big, and there
+    the second thread pays. Both instances run the same graph at the same precision.
+    """
+
+    def __init__(self, small, large) -> None:
+        self.small, self.large = small, large
+        self.name = large.name
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        batch = next(iter(feeds.values())).shape[0]
+        return (self.small if batch <= SMALL_BATCH else self.large).run(feeds)
+
+    def __call__(self, feats: np.ndarray, lengths: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return self.run({"feats": feats, "lengths": lengths, "weights": weights})
+
+
+def _make_one(backend: str, path: Path, precision: str, threads: int):
     if backend == "onnx":
         return OnnxRuntimeRunner(path, threads)
     if backend == "openvino":
         return OpenVinoRunner(path, threads, precision)
     raise ValueError(f"no runner for backend {backend!r}")
+
+
+def make_runner(backend: str, path: Path, precision: str, threads: int):
+    """A runner of the exported graph at ``path``; with several threads, one-thread small batches."""
+    large = _make_one(backend, path, precision, threads)
+    if threads <= 1:
+        return large
+    return BatchSizedRunner(_make_one(backend, path, precision, 1), large)
 
 
 # ---- verification -------------------------------------------------------------------------

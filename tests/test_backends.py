@@ -241,3 +241,29 @@ def test_real_model_parity_exact_masks_and_frame_weights(backend, precision, rea
     for i, (b, r) in enumerate(zip(weighted, ref.embed(clips, weights))):
         assert cosine(b, r) >= 0.9999
         assert cosine(emb.embed([clips[i]], [weights[i]])[0], b) >= 0.99999
+
+
+def test_small_batches_run_on_the_one_thread_instance(monkeypatch, tmp_path):
+    made = []
+
+    class FakeRunner:
+        name = "onnx"
+
+        def __init__(self, path, threads):
+            self.threads, self.calls = threads, []
+            made.append(self)
+
+        def run(self, feeds):
+            self.calls.append(next(iter(feeds.values())).shape[0])
+            return np.zeros(1, np.float32)
+
+    monkeypatch.setattr(backends, "OnnxRuntimeRunner", FakeRunner)
+    runner = backends.make_runner("onnx", tmp_path / "m.onnx", "fp32", 4)
+    for batch in (1, 2, 3, 8, 1):
+        runner(np.zeros((batch, 80, 10), np.float32), np.full(batch, 10), np.ones((batch, 10), np.float32))
+    small, large = sorted(made, key=lambda r: r.threads)
+    assert (small.threads, large.threads) == (1, 4) and runner.name == "onnx"
+    assert small.calls == [1, 2, 1] and large.calls == [3, 8]
+    made.clear()
+    single = backends.make_runner("onnx", tmp_path / "m.onnx", "fp32", 1)
+    assert len(made) == 1 and single is made[0]  # one thread anyway: one instance
