@@ -29,6 +29,7 @@ class ClusterConfig:
     candidate_timeout: float = 8.0  # stream seconds without new evidence before a candidate is dropped
     new_voice_weight: float = 0.0  # share of ``strict`` added to new_threshold for a changed voice
     candidate_margin: float = 0.0  # a final label goes to a candidate only this much closer than any speaker
+    confirm_below: float = 1.0  # a candidate this close to a confirmed speaker stays a candidate
     profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
     adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
     adapt_threshold: float = 0.6  # ... only windows at least this similar
@@ -223,12 +224,18 @@ class OnlineClusterer:
             return 0.0
         return float(np.mean(np.stack(cluster.members) @ cluster.centroid))
 
+    def _nearest_confirmed(self, cluster: Cluster) -> float:
+        sims = [float(cluster.centroid @ c.centroid) for c in self.clusters
+                if c is not cluster and c.confirmed and c.name is None]
+        return max(sims, default=-1.0)
+
     def _promote_and_merge(self, cluster: Cluster, time: float) -> list[Relabel]:
         cfg = self.config
         events: list[Relabel] = []
         if not cluster.confirmed and cluster.speech >= cfg.min_new_speech \
                 and cluster.count >= cfg.min_new_windows \
-                and self._consistency(cluster) >= cfg.candidate_consistency:
+                and self._consistency(cluster) >= cfg.candidate_consistency \
+                and self._nearest_confirmed(cluster) < cfg.confirm_below:
             cluster.confirmed = True
         # merge with the most similar other cluster if close enough
         for other in list(self.clusters):

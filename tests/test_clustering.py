@@ -146,3 +146,38 @@ def test_average_linkage_groups_edge_cases():
     labels = average_linkage_groups(two_voices, 0.5)
     assert labels[0] == labels[1] != labels[2] == labels[3]
     assert len(set(average_linkage_groups(two_voices, 1.5).tolist())) == 1
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_a_candidate_close_to_a_speaker_is_not_confirmed_with_confirm_below():
+    rng = np.random.default_rng(3)
+    a = _unit(rng.standard_normal(192))
+    other = _unit(rng.standard_normal(192))
+    # B's voice: cosine ~0.52 to A (below the assign threshold 0.6, above confirm_below 0.5)
+    b = _unit(0.52 * a + np.sqrt(1 - 0.52 ** 2) * _unit(other - (other @ a) * a))
+    results = {}
+    for confirm_below in (1.0, 0.5):
+        config = ClusterConfig(assign_threshold=0.6, new_threshold=0.55, merge_threshold=0.9,
+                               confirm_below=confirm_below)
+        c = OnlineClusterer(config)
+        t = 0.0
+        for _ in range(4):
+            t += 1.5
+            c.observe(a, 1.5, t)
+        assert c.clusters[0].confirmed
+        for _ in range(4):
+            t += 1.5
+            c.observe(b, 1.5, t)
+        results[confirm_below] = [cl.confirmed for cl in c.clusters]
+    assert results[1.0] == [True, True]  # without the rule, B's windows make a second speaker
+    assert results[0.5] == [True, False]  # with it, B stays a candidate (no label of its own)
+    # a voice unlike A is confirmed either way
+    c = OnlineClusterer(ClusterConfig(assign_threshold=0.6, new_threshold=0.55, confirm_below=0.5))
+    for i in range(4):
+        c.observe(a, 1.5, 1.5 * (i + 1))
+    for i in range(4):
+        c.observe(other, 1.5, 6 + 1.5 * (i + 1))
+    assert [cl.confirmed for cl in c.clusters] == [True, True]
