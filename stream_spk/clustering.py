@@ -270,15 +270,19 @@ class OnlineClusterer:
         return Relabel(old=drop.label, new=keep.label, time=time, reason=reason)  # type: ignore[arg-type]
 
     def _expire(self, time: float) -> list[Relabel]:
-        """Drop candidates that never gathered enough evidence; their label maps to the nearest."""
+        """Drop candidates that never gathered enough evidence; their label maps to the nearest
+        speaker (an enrolled one only at ``profile_threshold``); with none, it keeps its turns."""
         events = []
         for cand in [c for c in self.clusters if not c.confirmed]:
             if time - cand.last_seen < self.config.candidate_timeout:
                 continue
-            others = [c for c in self.clusters if c is not cand and c.confirmed]
+            # an enrolled name only at the naming threshold (else the voice would be named on
+            # less evidence than any live window needs); anonymous speakers at any similarity
+            others = [c for c in self.clusters if c is not cand and c.confirmed and
+                      (c.name is None or float(c.centroid @ cand.centroid) >= self.config.profile_threshold)]
             self.clusters.remove(cand)
-            if others:
-                best = max(others, key=lambda c: float(c.centroid @ cand.centroid))
+            best = max(others, key=lambda c: float(c.centroid @ cand.centroid), default=None)
+            if best is not None:
                 self._aliases[cand.label] = best.label
                 events.append(Relabel(old=cand.label, new=best.label, time=time, reason="merge"))
         return events

@@ -181,3 +181,24 @@ def test_a_candidate_close_to_a_speaker_is_not_confirmed_with_confirm_below():
     for i in range(4):
         c.observe(other, 1.5, 6 + 1.5 * (i + 1))
     assert [cl.confirmed for cl in c.clusters] == [True, True]
+
+
+def test_an_expired_candidate_gets_an_enrolled_name_only_at_the_naming_threshold():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    bob, stranger, anon = (_unit(rng.standard_normal(192)) for _ in range(3))
+    config = ClusterConfig(candidate_timeout=5.0, profile_threshold=0.42)
+    c = OnlineClusterer(config, [SimpleNamespace(name="Bob", centroid=bob, n_embeddings=10)])
+    c.observe(bob, 1.5, 1.5)
+    cand = c.observe(stranger, 1.0, 3.0).label  # one window: a candidate, never confirmed
+    out = c.observe(bob, 1.5, 10.0)  # the candidate has expired by now
+    assert not any(ev.old == cand for ev in out.events)
+    assert c.resolve(cand) == cand  # not named Bob: its turns keep their own label
+    # with an anonymous speaker confirmed, an expired candidate still maps to the nearest one
+    for i in range(4):
+        c.observe(anon, 1.5, 11.0 + 1.5 * i)
+    assert c.get(c.observe(anon, 1.5, 18.0).label).confirmed
+    cand2 = c.observe(stranger, 1.0, 19.0).label  # a new candidate again
+    c.observe(anon, 1.5, 30.0)
+    assert c.resolve(cand2) == c.observe(anon, 1.5, 31.0).label != cand2
