@@ -3,6 +3,7 @@
     python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--backend auto|torch|onnx|openvino]
                             [--vad pyannote|silero|webrtc]
                             [--latency 1.0] [--refine] [--shifts 0.3,0.6,1.09]
+    python bench/dev_der.py [FOLDER] --matrix
 
 Runs every FOLDER/*.wav through the same path as `stream-spk diarize` (the streaming pipeline,
 fed as fast as possible), then prints DER at collar 0.25 and 0 (overlap scored) per file, per
@@ -12,7 +13,9 @@ emitted (from the JSON lines), the emitted-label latency (median, p95) and throu
 per wall s). With ``--refine`` the offline second pass of ``diarize --refine`` is scored too,
 separately. ``--shifts`` re-runs every file with that much silence in front (reference shifted
 to match) and prints the overall DER change: labels should not depend on where the audio falls
-on the pipeline's step grid.
+on the pipeline's step grid. ``--matrix`` prints, instead, one line per backend x precision
+(what the embedder actually ran, throughput and session-record DER): a backend that cannot run
+a precision here says why.
 """
 
 from __future__ import annotations
@@ -55,12 +58,16 @@ def main() -> int:
     parser.add_argument("--shifts", default="", help="comma-separated leading silences (s) to test too")
     parser.add_argument("--refine", action="store_true",
                         help="also score the offline second pass (`diarize --refine`), reported separately")
+    parser.add_argument("--matrix", action="store_true",
+                        help="instead: throughput and session-record DER for every backend x precision")
     args = parser.parse_args()
     folder = Path(args.folder)
     wavs = sorted(folder.glob("*.wav"))
     if not wavs:
         print(f"no .wav files in {folder}", file=sys.stderr)
         return 2
+    if args.matrix:
+        return matrix(wavs, args)
     options = SessionOptions(precision=args.precision, backend=args.backend, vad=args.vad,
                              vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False)
     pipeline = build_pipeline(options)
@@ -106,6 +113,40 @@ def main() -> int:
             shifted = shifted_run(wavs, options, pipeline, shift)
             der = der_report(ref, {k: v for k, v in shifted.items() if k in ref}).total.der
             print(f"  {shift:.2f} s of silence in front: {der:.2%} ({100 * (der - base):+.2f} points)")
+    return 0
+
+
+def matrix(wavs: list[Path], args) -> int:
+    """One line per backend x precision: what ran, throughput, session-record DER (collar 0.25)."""
+    from stream_spk.errors import StreamSpkError
+
+    ref: dict = {}
+    for wav in wavs:
+        if wav.with_suffix(".rttm").exists():
+            ref.update(read_rttm(wav.with_suffix(".rttm")))
+    print(f"{len(wavs)} files; vad {args.vad}, latency {args.latency}s; model loading and first use not timed")
+    print(f"{'backend':9s} {'precision':9s} {'embedder ran':22s} {'x real time':>11s} {'DER':>7s}")
+    for backend in ("torch", "onnx", "openvino"):
+        for precision in ("fp32", "bf16"):
+            options = SessionOptions(precision=precision, backend=backend, vad=args.vad,
+                                     vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False)
+            try:
+                pipeline = build_pipeline(options)
+            except StreamSpkError as exc:
+                print(f"{backend:9s} {precision:9s} not available: {exc}")
+                continue
+            ran = f"{pipeline.embedder.backend} {pipeline.embedder.precision}"
+            audio = wall = 0.0
+            hyp: dict = {}
+            with tempfile.TemporaryDirectory() as out:
+                for wav in wavs:
+                    t0 = time.perf_counter()
+                    res = diarize_file(str(wav), out, options, pipeline=pipeline)
+                    wall += time.perf_counter() - t0
+                    audio += res["audio"]
+                    hyp.update(read_rttm(Path(out) / f"{wav.stem}.rttm") or {wav.stem: []})
+            der = der_report(ref, {k: v for k, v in hyp.items() if k in ref}).total.der if ref else float("nan")
+            print(f"{backend:9s} {precision:9s} {ran:22s} {audio / wall:10.1f}x {der:7.1%}", flush=True)
     return 0
 
 
