@@ -53,6 +53,27 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory):
+    """A private model cache shared by one test module's real-model tests (exports once per module)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STREAM_SPK_CACHE_DIR", str(tmp_path_factory.mktemp("real-cache")))
+        yield
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.name`` by a wrapper that records its first argument's path, then calls it."""
+    calls: list = []
+    real = getattr(owner, name)
+
+    def counting(model, path):
+        calls.append(path)
+        real(model, path)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()

@@ -15,7 +15,7 @@ from stream_spk.models.backends import BackendError, resolve_backend
 from stream_spk.models.ecapa import EcapaConfig, EcapaTdnn
 from stream_spk.models.embedder import Embedder
 
-from conftest import cosine
+from conftest import cosine, count_calls
 
 TINY = EcapaConfig(channels=(32, 32, 32, 32, 96), attention_channels=8, se_channels=8, lin_neurons=16)
 EXPORTED = [b for b in ("onnx", "openvino") if backends.installed(b)]
@@ -52,16 +52,8 @@ def _weights(wavs: list[np.ndarray], seed: int) -> list[np.ndarray]:
 
 @pytest.fixture
 def export_count(monkeypatch):
-    """Counts calls of the ONNX exporter."""
-    calls = []
-    real = backends.export_onnx
-
-    def counting(model, path):
-        calls.append(path)
-        real(model, path)
-
-    monkeypatch.setattr(backends, "export_onnx", counting)
-    return calls
+    """Counts calls of the exporter."""
+    return count_calls(monkeypatch, backends, "export_onnx")
 
 
 # ---- errors and the auto choice ---------------------------------------------------------------
@@ -212,13 +204,6 @@ def real_model(checkpoint_path):
     from stream_spk.models.embedder import load_ecapa
 
     return load_ecapa(checkpoint_path)
-
-
-@pytest.fixture(scope="module")
-def real_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STREAM_SPK_CACHE_DIR", str(tmp_path_factory.mktemp("real-cache")))
-        yield
 
 
 @pytest.mark.real_model

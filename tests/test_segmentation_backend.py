@@ -15,6 +15,8 @@ from stream_spk.models import backends
 from stream_spk.models import segmentation as seg
 from stream_spk.models.backends import BackendError, resolve_segmentation_backend
 
+from conftest import count_calls
+
 EXPORTED = [b for b in ("onnx", "openvino") if backends.installed(b)]
 needs_exported = pytest.mark.skipif(not EXPORTED, reason="neither onnxruntime nor openvino (+ onnx) installed")
 CHUNK = 5 * seg.SAMPLE_RATE
@@ -35,16 +37,8 @@ def _chunks(seed: int, batch: int = 3, n: int = CHUNK) -> np.ndarray:
 
 @pytest.fixture
 def export_count(monkeypatch):
-    """Counts calls of the segmentation exporter."""
-    calls = []
-    real = backends.export_segmentation_onnx
-
-    def counting(model, path):
-        calls.append(path)
-        real(model, path)
-
-    monkeypatch.setattr(backends, "export_segmentation_onnx", counting)
-    return calls
+    """Counts calls of the exporter."""
+    return count_calls(monkeypatch, backends, "export_segmentation_onnx")
 
 
 # ---- the auto choice and errors ------------------------------------------------------------------
@@ -236,13 +230,6 @@ def real_chunks(data_dir) -> np.ndarray:
     wav, sr = sf.read(data_dir / "dev_libri03.wav", dtype="float32")
     assert sr == seg.SAMPLE_RATE
     return np.stack([wav[s : s + CHUNK] for s in range(0, len(wav) - CHUNK + 1, 2 * CHUNK)])
-
-
-@pytest.fixture(scope="module")
-def real_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STREAM_SPK_CACHE_DIR", str(tmp_path_factory.mktemp("real-seg-cache")))
-        yield
 
 
 @pytest.mark.real_model
