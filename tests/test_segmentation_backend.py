@@ -205,6 +205,23 @@ def test_a_failing_backend_falls_back_to_torch_with_one_warning(cache, monkeypat
     assert len(err) == 1 and "not usable (no CPU plugin)" in err[0] and "using torch" in err[0]
 
 
+def test_the_check_also_runs_a_batch_of_three_or_more():
+    # a runner that is right for small batches only (a broken big-batch instance) is refused
+    model = _model(13)
+
+    def small_only(waveforms):
+        with torch.inference_mode():
+            out = model(torch.from_numpy(np.ascontiguousarray(waveforms))).float().numpy()
+        return out if len(waveforms) <= backends.SMALL_BATCH else out + np.float32(0.5)
+
+    chunks = _chunks(14, 1)
+    assert not backends.verify_segmentation(model, small_only, chunks, "fp32").ok
+    def item_by_item(waveforms):
+        return np.concatenate([small_only(w[None]) for w in waveforms])
+
+    assert backends.verify_segmentation(model, item_by_item, chunks, "fp32").ok
+
+
 def test_reduced_precision_is_judged_by_the_most_likely_class():
     v = backends.SegmentationVerification
     assert v("fp32", 5e-4, 0.01, 0.9, 100).ok and not v("fp32", 2e-3, 2e-3, 1.0, 100).ok
