@@ -1,6 +1,6 @@
 """Tuning and cross-validation of the segmentation-driven pipeline (``--vad pyannote``).
 
-    python bench/tune_segmented.py [--folder DIR] [--cv [--grid JSON] [--cv-shifts 0.1,0.2]]
+    python bench/tune_segmented.py [--folder DIR ...] [--cv [--grid JSON] [--cv-shifts 0.1,0.2]]
                                    [--shifts 0.3,0.6,1.09] [--set key=value ...] [--cache FILE]
 
 Model outputs are cached by audio content (segmentation chunks and embedding windows), so each
@@ -107,15 +107,21 @@ class CachingEmbedder(Cached):
 
 
 def make_config(params: dict) -> SegmentedConfig:
+    """The shipped settings (what ``stream-spk diarize`` runs) with ``params`` changed."""
+    from dataclasses import replace
+
+    from stream_spk.session import SessionOptions
+
     seg_names = {f.name for f in fields(SegmentationConfig)}
     clu_names = {f.name for f in fields(ClusterConfig)}
-    top_names = {f.name for f in fields(SegmentedConfig)}
-    seg = SegmentationConfig(**{k: v for k, v in params.items() if k in seg_names})
-    clu = ClusterConfig(**{k: v for k, v in params.items() if k in clu_names})
+    top_names = {f.name for f in fields(SegmentedConfig)} - {"segmentation", "cluster"}
     unknown = set(params) - seg_names - clu_names - top_names
     if unknown:
         raise SystemExit(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    return SegmentedConfig(segmentation=seg, cluster=clu, **{k: v for k, v in params.items() if k in top_names})
+    base = SessionOptions().segmented_config()
+    return replace(base, segmentation=replace(base.segmentation, **{k: v for k, v in params.items() if k in seg_names}),
+                   cluster=replace(base.cluster, **{k: v for k, v in params.items() if k in clu_names}),
+                   **{k: v for k, v in params.items() if k in top_names})
 
 
 def run_file(pipe: SegmentedPipeline, audio: np.ndarray, chunk: float = 2.0) -> list:
@@ -164,7 +170,9 @@ def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", default=str(DEFAULT))
+    parser.add_argument("--folder", action="append", metavar="DIR",
+                        help="WAV + RTTM folder; repeat to add more (default: the dev set). Each subset "
+                             "(file name less its trailing digits) is one cross-validation fold")
     parser.add_argument("--cv", action="store_true", help="leave-one-subset-out search over the grid")
     parser.add_argument("--shifts", default="", help="comma-separated leading silences (s) to score too")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings to change")
@@ -175,6 +183,9 @@ def main() -> int:
     parser.add_argument("--cv-shifts", default="", metavar="S,...",
                         help="score every --cv setting with these leading silences too (errors summed over "
                              "all shifts), so the choice does not depend on the step-grid phase")
+    parser.add_argument("--no-worse", type=float, metavar="POINTS",
+                        help="--cv chooses only settings that leave no (training) subset more than POINTS "
+                             "worse than the grid's first setting (put the current defaults first)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -182,13 +193,14 @@ def main() -> int:
     from stream_spk.models.embedder import Embedder
     from stream_spk.models.segmentation import Segmenter
 
-    folder = Path(args.folder)
-    wavs = sorted(folder.glob("*.wav"))
+    wavs = sorted(w for folder in (args.folder or [str(DEFAULT)]) for w in Path(folder).glob("*.wav"))
+    if len({w.stem for w in wavs}) != len(wavs):
+        raise SystemExit("error: two --folder files share a name; names are the scoring keys")
     audio = {w.stem: sf.read(w, dtype="float32")[0] for w in wavs}
     ref: dict = {}
     for w in wavs:
         ref.update(read_rttm(w.with_suffix(".rttm")))
-    seg = CachingSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu"), 5.0))
+    seg = CachingSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", backend="auto"), 5.0))
     emb = CachingEmbedder(Embedder.from_checkpoint(precision=args.precision))
     if args.cache and Path(args.cache).exists():
         import pickle
@@ -250,22 +262,34 @@ def main() -> int:
                 print(f"\n{len(combos)} settings x {len(cv_shifts)} shifts, "
                       f"~{(time.perf_counter() - t0) * len(combos) / 60:.0f} min", flush=True)
         subsets = sorted({subset(u) for u in uris})
+
+        def eligible(files: dict, names: list[str]) -> bool:
+            """No subset in ``names`` worse than under the grid's first setting by --no-worse."""
+            if args.no_worse is None:
+                return True
+            ref_files = results[0][1]
+            return all(pooled(files, [u for u in uris if subset(u) == n]) <=
+                       pooled(ref_files, [u for u in uris if subset(u) == n]) + args.no_worse / 100 for n in names)
+
         held_total, held_speech = 0.0, 0.0
         print("\nleave-one-subset-out:")
         for held in subsets:
             train = [u for u in uris if subset(u) != held]
             test = [u for u in uris if subset(u) == held]
-            best = min(results, key=lambda r: pooled(r[1], train))
+            ok = [r for r in results if eligible(r[1], [n for n in subsets if n != held])]
+            best = min(ok, key=lambda r: pooled(r[1], train))
             der = pooled(best[1], test)
             sp = sum(best[1][u][1] for u in test)
             held_total += der * sp
             held_speech += sp
             print(f"  held out {held:16s} DER {der:6.1%} with {best[0]}")
         print(f"cross-validated DER: {held_total / held_speech:.2%}")
-        ranked = sorted(results, key=lambda r: pooled(r[1], uris))[:8]
-        print("best on all dev (optimistic):")
-        for combo, files in ranked:
-            print(f"  {pooled(files, uris):.2%} {combo}")
+        ranked = sorted((r for r in results if eligible(r[1], subsets)), key=lambda r: pooled(r[1], uris))[:8]
+        print("best on all files (optimistic), with each subset's DER:")
+        for combo, files in ranked + ([results[0]] if results[0] not in ranked else []):
+            per = " ".join(f"{name[:8]} {pooled(files, [u for u in uris if subset(u) == name]):.1%}"
+                           for name in subsets)
+            print(f"  {pooled(files, uris):.2%} {combo} | {per}")
     return 0
 
 

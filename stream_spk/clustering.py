@@ -31,6 +31,8 @@ class ClusterConfig:
     candidate_margin: float = 0.0  # a final label goes to a candidate only this much closer than any speaker
     confirm_below: float = 1.0  # a candidate this close to a confirmed speaker stays a candidate
     profile_threshold: float = 0.4  # >= this to an enrolled profile: it is that person
+    absorb_speech: float = 0.0  # at the end, a speaker with less speech than this (s) ...
+    absorb_threshold: float = 1.0  # ... joins its nearest bigger speaker at this cosine or more
     adapt_profiles: bool = False  # let confident windows move enrolled centroids (guarded)
     adapt_threshold: float = 0.6  # ... only windows at least this similar
     max_speakers: int | None = None
@@ -285,6 +287,26 @@ class OnlineClusterer:
             if best is not None:
                 self._aliases[cand.label] = best.label
                 events.append(Relabel(old=cand.label, new=best.label, time=time, reason="merge"))
+        return events
+
+    def finish(self, time: float) -> list[Relabel]:
+        """End of stream: speakers with under ``absorb_speech`` s of speech, smallest first, join
+        their most similar bigger anonymous speaker when at ``absorb_threshold`` or more.
+
+        Short runs of windows that straddle turns or carry little speech can gather a candidate's
+        evidence and be confirmed; at the end of a session the record can tell them from a real
+        speaker by how little they said. A real speaker who said that little costs as little.
+        """
+        cfg = self.config
+        events: list[Relabel] = []
+        if cfg.absorb_speech <= 0:
+            return events
+        for small in sorted((c for c in self.clusters if c.name is None and c.speech < cfg.absorb_speech),
+                            key=lambda c: c.speech):
+            bigger = [c for c in self.clusters if c.name is None and c is not small and c.speech > small.speech]
+            best = max(bigger, key=lambda c: float(c.centroid @ small.centroid), default=None)
+            if best is not None and float(best.centroid @ small.centroid) >= cfg.absorb_threshold:
+                events.append(self._merge_into(best, small, time, "merge"))
         return events
 
     def merge(self, keep_label: str, drop_label: str, time: float) -> Relabel:

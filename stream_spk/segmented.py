@@ -263,6 +263,7 @@ class SegmentedPipeline(SessionSpeakers):
         else:
             events += self._finalise(self._seen, self._seen / SAMPLE_RATE)
         events += self._close_speech(self._seen / SAMPLE_RATE)
+        events += self.clusterer.finish(self._seen / SAMPLE_RATE)
         self._proc_seconds += time.perf_counter() - t0
         return events + self._maybe_stats(force=True)
 

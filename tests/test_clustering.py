@@ -202,3 +202,40 @@ def test_an_expired_candidate_gets_an_enrolled_name_only_at_the_naming_threshold
     cand2 = c.observe(stranger, 1.0, 19.0).label  # a new candidate again
     c.observe(anon, 1.5, 30.0)
     assert c.resolve(cand2) == c.observe(anon, 1.5, 31.0).label != cand2
+
+
+def _speaker(c: OnlineClusterer, label: str, sum_: np.ndarray, speech: float):
+    from stream_spk.clustering import Cluster
+
+    cl = Cluster(label=label, sum=sum_.astype(np.float32), count=5, speech=speech, confirmed=True)
+    c.clusters.append(cl)
+    return cl
+
+
+def test_finish_absorbs_a_small_speaker_into_its_nearest_bigger_one_only_at_the_threshold():
+    base = _centroids(3)
+    near = base[0] + 0.8 * base[1]  # cosine ~0.78 to speaker 0's centre, far from speaker 2's
+    cfg = ClusterConfig(absorb_speech=3.0, absorb_threshold=0.5)
+    c = OnlineClusterer(cfg)
+    _speaker(c, "big", base[0], 20.0)
+    _speaker(c, "other", base[2], 20.0)
+    _speaker(c, "small", near, 1.5)
+    _speaker(c, "small far", base[1] - base[0], 1.0)  # unlike everyone: stays
+    events = c.finish(30.0)
+    assert [(e.old, e.new) for e in events] == [("small", "big")]
+    assert c.resolve("small") == "big" and c.get("small far") is not None
+    assert c.get("big").speech == pytest.approx(21.5)
+    # off by default: nothing changes at the end of a stream
+    d = OnlineClusterer()
+    _speaker(d, "big", base[0], 20.0)
+    _speaker(d, "small", near, 1.5)
+    assert d.finish(30.0) == [] and len(d.clusters) == 2
+
+
+def test_finish_never_absorbs_into_an_enrolled_speaker_or_a_smaller_one():
+    base = _centroids(2)
+    c = OnlineClusterer(ClusterConfig(absorb_speech=5.0, absorb_threshold=0.3))
+    _speaker(c, "Alice", base[0], 0.0).name = "Alice"
+    _speaker(c, "a", base[0] + 0.1 * base[1], 2.0)
+    _speaker(c, "b", base[0] + 0.2 * base[1], 2.0)  # as small as "a": neither is bigger
+    assert c.finish(10.0) == []

@@ -181,3 +181,22 @@ def test_a_voice_that_stopped_is_not_embedded_again():
     (every, turns_every), (fresh_only, turns_fresh) = runs[0.0], runs[0.2]
     assert turns_fresh == turns_every and {t[2] for t in turns_fresh} == {"speaker 1"}
     assert 5 <= fresh_only < every  # one window per step while A speaks (1.0-3.0 s), none after
+
+
+def test_a_small_speaker_joins_a_bigger_one_in_the_session_record_at_the_end():
+    # A talks 7 s, B 2.5 s: B becomes a speaker of its own while the stream runs; at the end,
+    # with absorb_speech 4 s and any similarity allowed, the session record gives B's turns to A
+    # (the labels as emitted keep B)
+    from stream_spk.sinks import emitted_record, session_record
+
+    audio = silence(12.0)
+    audio[int(0.5 * SR) : int(7.5 * SR)] += tone(350, 7.0, seed=10)
+    audio[int(8.0 * SR) : int(10.5 * SR)] += tone(1250, 2.5, seed=11)
+    records = {}
+    for absorb in (0.0, 4.0):
+        cluster = ClusterConfig(absorb_speech=absorb, absorb_threshold=-1.0)
+        events = _feed(SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), SegmentedConfig(cluster=cluster)),
+                       audio, 0.5)
+        records[absorb] = {lab for _, _, lab in session_record(events)}, {lab for _, _, lab in emitted_record(events)}
+    assert records[0.0] == ({"speaker 1", "speaker 2"}, {"speaker 1", "speaker 2"})
+    assert records[4.0] == ({"speaker 1"}, {"speaker 1", "speaker 2"})
