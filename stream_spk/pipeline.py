@@ -206,6 +206,7 @@ class Pipeline(SessionSpeakers):
         window = self.windows.closing(self._seen, last_end, self._buf_start)
         plan = _Plan(self._seen, spans, self.vad.decided_until, False, window)
         events = self._execute([plan], final=True)
+        events += self.clusterer.finish(self._seen / SAMPLE_RATE)
         self._proc_seconds += time.perf_counter() - t0
         events += self._maybe_stats(force=True)
         return events

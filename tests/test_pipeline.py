@@ -163,3 +163,15 @@ def test_window_log_for_the_second_pass():
     assert all(any(a < e and b > s for s, e in speech) for a, b, _ in log)  # windows lie on speech
     logged.reset()
     assert logged.window_log == []
+
+
+def test_end_of_stream_absorb_applies_to_the_session_record():
+    # the two speakers with under 5 s of speech join the 6.5 s one when any similarity is allowed
+    from stream_spk.clustering import ClusterConfig
+    from stream_spk.sinks import emitted_record, session_record
+
+    audio, _ = meeting(PARTS)
+    events = _feed(_pipeline(cluster=ClusterConfig(absorb_speech=5.0, absorb_threshold=-1.0)), audio, 0.5)
+    assert len({lab for _, _, lab in emitted_record(events)}) == 3
+    assert len({lab for _, _, lab in session_record(events)}) == 1
+    assert len({lab for _, _, lab in session_record(_feed(_pipeline(), audio, 0.5))}) == 3
