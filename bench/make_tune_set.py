@@ -1,6 +1,7 @@
 """Simulated meetings for tuning, in conditions the dev set does not have.
 
-    python bench/make_tune_set.py [--dev DIR] [--out build/tune] [--meetings 8] [--seed 7]
+    python bench/make_tune_set.py [--dev DIR] [--out build/tune] [--meetings 8] [--length 75] [--seed 7]
+                                  [--tag NAME]
 
 The dev set's simulated meetings are clean close-talk speech with ~10% overlap. This builds
 two more subsets from the *speech* of dev's LibriSpeech and VCTK meetings, re-mixed so that
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meetings", type=int, default=8, help="meetings per subset (default 8)")
     parser.add_argument("--length", type=float, default=75.0, help="seconds per meeting (default 75)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tag", default="", help="appended to the subset names (e.g. long: simroomlong00)")
     args = parser.parse_args(argv)
     from stream_spk.rttm import write_rttm
 
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.meetings):
             rng = np.random.default_rng([args.seed, k, i])
             audio, ref = compose(rng, pieces, kind, args.length)
-            uri = f"{kind}{i:02d}"
+            uri = f"{kind}{args.tag}{i:02d}"
             sf.write(out / f"{uri}.wav", audio, SR, subtype="PCM_16")
             write_rttm(out / f"{uri}.rttm", uri, ref)
             total += audio.size / SR
