@@ -1,15 +1,18 @@
 """Tuning and cross-validation of the segmentation-driven pipeline (``--vad pyannote``).
 
-    python bench/tune_segmented.py [--folder DIR ...] [--cv [--grid JSON] [--cv-shifts 0.1,0.2]]
+    python bench/tune_segmented.py [--folder DIR ...] [--cv [--grid JSON] [--cv-shifts 0.1,0.2] [--no-worse P]]
                                    [--shifts 0.3,0.6,1.09] [--set key=value ...] [--cache FILE]
 
 Model outputs are cached by audio content (segmentation chunks and embedding windows), so each
 setting re-runs only the pipeline logic. Without ``--cv`` it scores one setting (the defaults,
 changed by ``--set``) per subset, on the session record (merges applied, what ``--rttm`` writes)
 and on the labels as emitted. ``--cv`` searches the grid below with leave-one-subset-out
-cross-validation: for each subset (libri, vctk, ami, pyannote_sample) the setting is chosen on the
-other subsets and scored on the held-out one; the cross-validated DER is the speech-weighted total
-of those held-out scores. ``--shifts`` re-scores with that much silence put in front of every file
+cross-validation: for each subset (dev: libri, vctk, ami, pyannote_sample; more with extra
+``--folder``s, e.g. the simulated meetings of ``bench/make_tune_set.py``) the setting is chosen on
+the other subsets and scored on the held-out one; the cross-validated DER is the speech-weighted
+total of those held-out scores. ``--no-worse P`` only lets a setting be chosen when no training
+subset is more than P points worse than under the grid's first setting (the defaults). Settings
+not in ``--set`` or the grid are the shipped ones (``SessionOptions().segmented_config()``). ``--shifts`` re-scores with that much silence put in front of every file
 (reference shifted to match): labels should not depend on where audio falls on the step grid.
 """
 
