@@ -239,3 +239,15 @@ def test_finish_never_absorbs_into_an_enrolled_speaker_or_a_smaller_one():
     _speaker(c, "a", base[0] + 0.1 * base[1], 2.0)
     _speaker(c, "b", base[0] + 0.2 * base[1], 2.0)  # as small as "a": neither is bigger
     assert c.finish(10.0) == []
+
+
+def test_finish_judges_smallness_by_the_speech_at_the_end_of_the_stream():
+    base = _centroids(3)
+    c = OnlineClusterer(ClusterConfig(absorb_speech=4.0, absorb_threshold=0.3))
+    _speaker(c, "big", base[0], 20.0)
+    _speaker(c, "mid", base[0] + 0.9 * base[1], 3.0)  # ~0.67 to big
+    _speaker(c, "tiny", base[1] + 0.3 * base[0], 1.5)  # nearer mid than big
+    events = c.finish(30.0)
+    # tiny joins mid (4.5 s then), and mid, under 4 s when the stream ended, still joins big
+    assert [(e.old, e.new) for e in events] == [("tiny", "mid"), ("mid", "big")]
+    assert c.resolve("tiny") == "big"
