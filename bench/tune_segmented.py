@@ -158,8 +158,11 @@ def pooled(files: dict, uris: list[str]) -> float:
     return err / sp if sp else float("nan")
 
 
-def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool = False):
-    pipe = SegmentedPipeline(emb, seg, make_config(params))
+def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool = False,
+             counts: dict | None = None):
+    """Session record (and, with ``keep``, the labels as emitted) of every file; ``counts``, when
+    given, receives each file's (start, end, voices) runs (``SegmentedPipeline.count_log``)."""
+    pipe = SegmentedPipeline(emb, seg, make_config(params), keep_counts=counts is not None)
     hyp, emitted = {}, {}
     for uri, a in audio.items():
         if shift:
@@ -168,7 +171,28 @@ def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool
         hyp[uri] = [(s - shift, e - shift, lab) for s, e, lab in session_record(events)]
         if keep:
             emitted[uri] = [(s - shift, e - shift, lab) for s, e, lab in emitted_record(events)]
+        if counts is not None:
+            counts[uri] = [(s - shift, e - shift, n) for s, e, n in pipe.count_log]
     return hyp, emitted
+
+
+def oracle_labels(counts: list[tuple[float, float, int]], reference: list, step: float = 0.01) -> list:
+    """Turns with the pipeline's speech / overlap decisions (``counts``: start, end, voices) but
+    the reference's speakers: each ``step`` gets as many of the reference speakers active there as
+    voices were decided (sorted by name), and placeholder labels where the reference has fewer
+    speakers than that. Scored, this is the DER of the segmentation alone: what a perfect
+    clustering would reach."""
+    names = sorted({lab for _, _, lab in reference})
+    frames = int(round(max([e for _, e, _ in reference] + [e for _, e, _ in counts] + [0.0]) / step)) + 1
+    active = np.zeros((frames, len(names)), bool)
+    for s, e, lab in reference:
+        active[int(round(s / step)) : int(round(e / step)), names.index(lab)] = True
+    out = []
+    for start, end, n in counts:
+        for i in range(int(round(start / step)), int(round(end / step))) if n > 0 else ():
+            labels = ([names[k] for k in np.flatnonzero(active[i])] + [f"<extra {k}>" for k in range(1, n + 1)])[:n]
+            out += [(i * step, (i + 1) * step, lab) for lab in labels]
+    return out
 
 
 def main() -> int:
@@ -186,6 +210,9 @@ def main() -> int:
     parser.add_argument("--cv-shifts", default="", metavar="S,...",
                         help="score every --cv setting with these leading silences too (errors summed over "
                              "all shifts), so the choice does not depend on the step-grid phase")
+    parser.add_argument("--oracle-labels", action="store_true",
+                        help="also score the pipeline's speech / overlap decisions with the reference's "
+                             "speakers as labels: the floor a perfect clustering would reach")
     parser.add_argument("--no-worse", type=float, metavar="POINTS",
                         help="--cv chooses only settings that leave no (training) subset more than POINTS "
                              "worse than the grid's first setting (put the current defaults first)")
@@ -218,11 +245,16 @@ def main() -> int:
     uris = sorted(audio)
 
     t0 = time.perf_counter()
-    hyp, emitted = evaluate(params, audio, seg, emb, keep=True)
+    counts: dict | None = {} if args.oracle_labels else None
+    hyp, emitted = evaluate(params, audio, seg, emb, keep=True, counts=counts)
     wall = time.perf_counter() - t0
     print(f"{len(uris)} files, {total:.0f} s; first pass {wall:.1f} s ({total / wall:.1f}x real time; "
           f"segmentation {seg.seconds:.1f} s, embeddings {emb.seconds:.1f} s)")
-    for title, h in (("session record (merges applied)", hyp), ("labels as emitted", emitted)):
+    records = [("session record (merges applied)", hyp), ("labels as emitted", emitted)]
+    if counts is not None:
+        oracle = {u: oracle_labels(counts[u], ref[u]) for u in uris}
+        records.append(("reference speakers on the pipeline's speech / overlap decisions", oracle))
+    for title, h in records:
         for collar in (0.25, 0.0):
             der, parts = score(ref, h, uris, collar)
             print(f"\n{title}, collar {collar}: DER {der:.2%}")

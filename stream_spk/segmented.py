@@ -175,12 +175,13 @@ class SegmentedPipeline(SessionSpeakers):
 
     def __init__(self, embedder: WeightedEmbedder, segmenter: LocalSegmenter,
                  config: SegmentedConfig | None = None, profiles: Sequence = (), *,
-                 keep_windows: bool = False) -> None:
+                 keep_windows: bool = False, keep_counts: bool = False) -> None:
         self.config = config or SegmentedConfig()
         self.config.validate()
         self.embedder = embedder
         self.segmenter = segmenter
         self.keep_windows = keep_windows
+        self.keep_counts = keep_counts  # log how many voices each finalised stretch was given (analysis)
         self.clusterer = OnlineClusterer(self.config.cluster, profiles)
         self.vad = SpeechActivity()  # no separate VAD: speech comes from the segmentation model
         self._step = int(round(self.config.step * SAMPLE_RATE))
@@ -230,6 +231,8 @@ class SegmentedPipeline(SessionSpeakers):
         self._next_stats = self.config.stats_every
         self.nonfinite_samples = 0
         self.window_log: list[tuple[float, float, np.ndarray]] = []
+        #: (start s, end s, number of voices: 0, 1 or 2) of finalised audio, when ``keep_counts``
+        self.count_log: list[tuple[float, float, int]] = []
 
     def process(self, chunk: AudioChunk) -> list[Event]:
         """Feed the next chunk of 16 kHz mono float32 audio; returns the events it caused."""
@@ -491,6 +494,8 @@ class SegmentedPipeline(SessionSpeakers):
         speech = (self._acc_sp[a:b] / wsum) >= cfg.speech_threshold
         two = (self._acc_ov[a:b] / wsum) >= cfg.overlap_threshold
         speech &= self._acc_w[a:b] > 0
+        if self.keep_counts:
+            self._log_counts(np.where(speech, np.where(two, 2, 1), 0), g_lo, limit)
         mapping = self._chunk_mapping(p, (self._final_until, limit))
         fallback: np.ndarray | None | bool = False
         frame_labels: list[tuple[int, ...]] = []
@@ -519,6 +524,14 @@ class SegmentedPipeline(SessionSpeakers):
         self._final_until = limit
         self._prune()
         return events
+
+    def _log_counts(self, counts: np.ndarray, g_lo: int, limit: int) -> None:
+        edges = np.flatnonzero(np.diff(counts)) + 1
+        for a, b in zip(np.r_[0, edges], np.r_[edges, len(counts)]):
+            start = max((g_lo + a) * FRAME, self._final_until) / SAMPLE_RATE
+            end = min((g_lo + b) * FRAME, limit) / SAMPLE_RATE
+            if end > start:
+                self.count_log.append((start, end, int(counts[a])))
 
     def _speech_events(self, frame_labels: list[tuple[int, ...]], g_lo: int) -> list[Event]:
         out: list[Event] = []

@@ -200,3 +200,17 @@ def test_a_small_speaker_joins_a_bigger_one_in_the_session_record_at_the_end():
         records[absorb] = {lab for _, _, lab in session_record(events)}, {lab for _, _, lab in emitted_record(events)}
     assert records[0.0] == ({"speaker 1", "speaker 2"}, {"speaker 1", "speaker 2"})
     assert records[4.0] == ({"speaker 1"}, {"speaker 1", "speaker 2"})
+
+
+def test_count_log_holds_the_voices_decided_per_stretch():
+    pipe = SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), SegmentedConfig(), keep_counts=True)
+    _feed(pipe, _two_voice_mix(), 0.5)
+    log = pipe.count_log
+    assert log[0][0] == 0.0 and abs(log[-1][1] - 11.5) < 1e-6
+    assert all(abs(a[1] - b[0]) < 1e-6 for a, b in zip(log, log[1:]))  # contiguous, in order
+
+    def voices(t):
+        return next(n for s, e, n in log if s <= t < e)
+
+    assert (voices(0.2), voices(2.0), voices(4.0), voices(6.0), voices(8.6), voices(10.0)) == (0, 1, 2, 1, 0, 1)
+    assert SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter()).count_log == []  # off by default

@@ -1,0 +1,36 @@
+"""bench/tune_segmented.py's oracle_labels: the pipeline's voice counts, the reference's names."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("soundfile")
+
+
+def _module():
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune_segmented.py"
+    spec = importlib.util.spec_from_file_location("tune_segmented", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _at(turns, t):
+    return sorted(lab for s, e, lab in turns if s <= t < e)
+
+
+def test_oracle_labels_take_the_reference_speakers_up_to_the_decided_count():
+    oracle_labels = _module().oracle_labels
+    reference = [(0.0, 2.0, "ann"), (1.0, 3.0, "bob")]
+    counts = [(0.0, 0.5, 0), (0.5, 1.5, 1), (1.5, 2.5, 2), (2.5, 3.5, 1)]
+    turns = oracle_labels(counts, reference)
+    assert _at(turns, 0.2) == []  # decided silent: nothing, though ann spoke (a miss)
+    assert _at(turns, 0.7) == ["ann"]
+    assert _at(turns, 1.2) == ["ann"]  # overlap heard as one voice: one of the two (a miss)
+    assert _at(turns, 1.7) == ["ann", "bob"]
+    assert _at(turns, 2.2) == ["<extra 1>", "bob"]  # a second voice the reference lacks (a false alarm)
+    assert _at(turns, 3.2) == ["<extra 1>"]  # speech where the reference has none
+    assert _at(turns, 3.6) == []
