@@ -325,6 +325,11 @@ def main() -> int:
             per = " ".join(f"{name[:8]} {pooled(files, [u for u in uris if subset(u) == name]):.1%}"
                            for name in subsets)
             print(f"  {pooled(files, uris):.2%} {combo} | {per}")
+        if args.cache:  # the shifted model outputs too
+            import pickle
+
+            with open(args.cache, "wb") as fh:
+                pickle.dump((seg.cache, emb.cache), fh)
     return 0
 
 
