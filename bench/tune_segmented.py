@@ -1,7 +1,7 @@
 """Tuning and cross-validation of the segmentation-driven pipeline (``--vad pyannote``).
 
     python bench/tune_segmented.py [--folder DIR ...] [--cv [--grid JSON] [--cv-shifts 0.1,0.2] [--no-worse P]]
-                                   [--shifts 0.3,0.6,1.09] [--set key=value ...] [--cache FILE]
+                                   [--shifts 0.3,0.6,1.09] [--set key=value ...] [--cache FILE] [--oracle-labels]
 
 Model outputs are cached by audio content (segmentation chunks and embedding windows), so each
 setting re-runs only the pipeline logic. Without ``--cv`` it scores one setting (the defaults,
