@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pieces = load_pieces(Path(args.dev))
     if len(pieces) < 6:
-        print(f"error: {args.dev}: found speech of only {len(pieces)} speakers in dev_libri*/dev_vctk*", file=sys.stderr)
+        print(f"error: {args.dev}: found speech of only {len(pieces)} speakers in dev_libri*/dev_vctk*",
+              file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ cross-validation: for each subset (dev: libri, vctk, ami, pyannote_sample; more 
 the other subsets and scored on the held-out one; the cross-validated DER is the speech-weighted
 total of those held-out scores. ``--no-worse P`` only lets a setting be chosen when no training
 subset is more than P points worse than under the grid's first setting (the defaults). Settings
-not in ``--set`` or the grid are the shipped ones (``SessionOptions().segmented_config()``). ``--shifts`` re-scores with that much silence put in front of every file
-(reference shifted to match): labels should not depend on where audio falls on the step grid.
+not in ``--set`` or the grid are the shipped ones (``SessionOptions().segmented_config()``).
+``--shifts`` re-scores with that much silence put in front of every file (reference shifted to
+match): labels should not depend on where audio falls on the step grid.
 ``--oracle-labels`` also scores the pipeline's own decisions of how many voices speak (0, 1, 2
 per 10 ms) labelled with the reference's speakers: the DER a perfect clustering would reach, so
 the error splits into segmentation and labelling.
