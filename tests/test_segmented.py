@@ -5,7 +5,7 @@ import pytest
 from fakes import SR, ToneEmbedder, silence, tone
 
 from stream_spk.clustering import ClusterConfig
-from stream_spk.segmented import POWERSET, SegmentedConfig, SegmentedPipeline, marginals
+from stream_spk.segmented import POWERSET, SegmentationConfig, SegmentedConfig, SegmentedPipeline, marginals
 from stream_spk.types import AudioChunk, SpeakerTurn
 
 
@@ -214,3 +214,32 @@ def test_count_log_holds_the_voices_decided_per_stretch():
 
     assert (voices(0.2), voices(2.0), voices(4.0), voices(6.0), voices(8.6), voices(10.0)) == (0, 1, 2, 1, 0, 1)
     assert SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter()).count_log == []  # off by default
+
+
+class OneSlotSegmenter(ToneSegmenter):
+    """Hears speech but never tells voices apart: every tone is local speaker 0 (one track)."""
+
+    def segment(self, chunks):
+        out = super().segment(chunks)
+        speech = out[..., 0] < 0.5
+        res = np.zeros_like(out)
+        res[..., 0], res[..., 1] = ~speech, speech
+        return res
+
+
+def test_a_track_that_passes_to_another_voice_is_labelled_by_the_windows_covering_each_stretch():
+    audio = silence(18.0)
+    audio[int(0.5 * SR) : int(3.5 * SR)] += tone(350, 3.0, seed=1)
+    audio[int(6.0 * SR) : int(9.0 * SR)] += tone(750, 3.0, seed=2)
+    audio[int(11.5 * SR) : int(14.5 * SR)] += tone(350, 3.0, seed=3)  # A, then B with no pause:
+    audio[int(14.5 * SR) : int(17.5 * SR)] += tone(750, 3.0, seed=4)  # one track for both
+
+    def change(label_context):
+        config = SegmentedConfig(segmentation=SegmentationConfig(label_context=label_context))
+        turns = _finals(_feed(SegmentedPipeline(WeightedToneEmbedder(), OneSlotSegmenter(), config), audio, 0.5))
+        a, b = turns[0].label, turns[1].label
+        assert a != b and [t.label for t in turns[2:]] == [a, b]
+        return turns[3].start
+
+    assert abs(change(SegmentationConfig().label_context) - 14.5) < 0.15  # the default
+    assert change(0.5) > 14.8  # windows up to 0.5 s away carry A's label into B's turn
