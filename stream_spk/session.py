@@ -56,9 +56,10 @@ class SessionOptions:
         # candidate_margin 0.5 ties 0 in CV (11.38% vs 11.32%) and makes the labels as emitted
         # better (13.6% vs 15.3% on dev), so it is kept. Enrolled speakers at cosine 0.42
         # (bench/enroll_id.py: worst identification 97.7%, false names 0.3%; 0.40 identifies as
-        # well with 0.4% false names, and gave 1.1% before label_context 0). A candidate at cosine 0.5 or more to a confirmed speaker is not
-        # confirmed (CV 10.87%, chosen in three of four folds; the labels as emitted improve from
-        # 13.87% to 13.49% averaged over seven step-grid placements). At the end of a session a
+        # well with 0.4% false names, and gave 1.1% before label_context 0). A candidate at
+        # cosine 0.5 or more to a confirmed speaker is not confirmed (CV 10.87%, chosen in three
+        # of four folds; the labels as emitted improve from 13.87% to 13.49% averaged over seven
+        # step-grid placements). At the end of a session a
         # speaker with under 4 s of speech joins its nearest bigger speaker at cosine 0.25 or
         # more (CV over dev + the simulated tuning meetings of bench/make_tune_set.py: 10.50%
         # against 11.36% without; chosen in five of six folds; pyannote_sample 19.0% -> 8.6%).
