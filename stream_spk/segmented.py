@@ -597,12 +597,13 @@ class SegmentedPipeline(SessionSpeakers):
         last = int(np.flatnonzero(speech)[-1])
         li = max(lo, 0) + last
         k = int(np.argmax(p.local[li]))
-        idx = self._pick(self._track_scores(p.tracks[k], {}))
+        start = (p.g0 + max(lo, 0) + first) * FRAME
+        end = (p.g0 + li + 1) * FRAME
+        # the voice heard now: the track's windows over this stretch, as for final labels
+        idx = self._pick(self._track_scores(p.tracks[k], {}, (start, end)))
         if idx is None:
             return None
         c = self.clusterer.clusters[idx]
-        start = (p.g0 + max(lo, 0) + first) * FRAME
-        end = (p.g0 + li + 1) * FRAME
         return SpeakerTurn(-1, start / SAMPLE_RATE, end / SAMPLE_RATE, c.label, 1.0, "provisional", now, c.name)
 
     def _apply_relabel(self, ev: Relabel) -> None:

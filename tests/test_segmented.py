@@ -243,3 +243,17 @@ def test_a_track_that_passes_to_another_voice_is_labelled_by_the_windows_coverin
 
     assert abs(change(SegmentationConfig().label_context) - 14.5) < 0.15  # the default
     assert change(0.5) > 14.8  # windows up to 0.5 s away carry A's label into B's turn
+
+
+def test_the_provisional_label_follows_a_track_that_passes_to_another_voice():
+    audio = silence(18.0)
+    for start, freq, seed in ((0.5, 350, 1), (6.0, 750, 2), (11.5, 350, 3), (14.5, 750, 4)):
+        audio[int(start * SR) : int((start + 3.0) * SR)] += tone(freq, 3.0, seed=seed)
+    events = _feed(SegmentedPipeline(WeightedToneEmbedder(), OneSlotSegmenter()), audio, 0.5)
+    finals = _finals(events)
+    a, b = finals[0].label, finals[1].label
+    now = {round(e.emitted_at, 2): e.label for e in events
+           if isinstance(e, SpeakerTurn) and e.status == "provisional"}
+    assert now[13.0] == now[14.5] == a
+    # "who is speaking now" turns to B within a second of B's first word, not at the next pause
+    assert [now[t] for t in (15.5, 16.0, 16.5, 17.0, 17.5)] == [b] * 5
