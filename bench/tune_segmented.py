@@ -43,7 +43,7 @@ from stream_spk.evaluation import der_report
 from stream_spk.rttm import read_rttm
 from stream_spk.segmented import SegmentationConfig, SegmentedConfig, SegmentedPipeline
 from stream_spk.sinks import emitted_record, session_record
-from stream_spk.types import AudioChunk
+from stream_spk.types import AudioChunk, SpeakerTurn
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
 GRID = {
@@ -162,10 +162,32 @@ def pooled(files: dict, uris: list[str]) -> float:
     return err / sp if sp else float("nan")
 
 
+def provisional_agreement(events: list, step: float = 0.01) -> tuple[float, float]:
+    """(seconds, total seconds) of provisional labels ("who is speaking now") that the final label
+    emitted later for the same stretch confirms; only stretches that got a final label count."""
+    finals: dict[int, SpeakerTurn] = {}
+    for e in events:
+        if isinstance(e, SpeakerTurn) and e.status == "final":
+            finals[e.turn_id] = e
+    steps: dict[int, set] = {}
+    for t in finals.values():
+        for i in range(int(round(t.start / step)), int(round(t.end / step))):
+            steps.setdefault(i, set()).add(t.label)
+    agree = total = 0
+    for e in events:
+        if isinstance(e, SpeakerTurn) and e.status == "provisional":
+            for i in range(int(round(e.start / step)), int(round(e.end / step))):
+                if i in steps:
+                    total += 1
+                    agree += e.label in steps[i]
+    return agree * step, total * step
+
+
 def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool = False,
-             counts: dict | None = None):
+             counts: dict | None = None, provisional: list | None = None):
     """Session record (and, with ``keep``, the labels as emitted) of every file; ``counts``, when
-    given, receives each file's (start, end, voices) runs (``SegmentedPipeline.count_log``)."""
+    given, receives each file's (start, end, voices) runs (``SegmentedPipeline.count_log``), and
+    ``provisional`` each file's :func:`provisional_agreement`."""
     pipe = SegmentedPipeline(emb, seg, make_config(params), keep_counts=counts is not None)
     hyp, emitted = {}, {}
     for uri, a in audio.items():
@@ -177,6 +199,8 @@ def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool
             emitted[uri] = [(s - shift, e - shift, lab) for s, e, lab in emitted_record(events)]
         if counts is not None:
             counts[uri] = [(s - shift, e - shift, n) for s, e, n in pipe.count_log]
+        if provisional is not None:
+            provisional.append(provisional_agreement(events))
     return hyp, emitted
 
 
@@ -250,10 +274,15 @@ def main() -> int:
 
     t0 = time.perf_counter()
     counts: dict | None = {} if args.oracle_labels else None
-    hyp, emitted = evaluate(params, audio, seg, emb, keep=True, counts=counts)
+    agreement: list = []
+    hyp, emitted = evaluate(params, audio, seg, emb, keep=True, counts=counts, provisional=agreement)
     wall = time.perf_counter() - t0
     print(f"{len(uris)} files, {total:.0f} s; first pass {wall:.1f} s ({total / wall:.1f}x real time; "
           f"segmentation {seg.seconds:.1f} s, embeddings {emb.seconds:.1f} s)")
+    confirmed, shown = (sum(x) for x in zip(*agreement)) if agreement else (0.0, 0.0)
+    if shown:
+        print(f"provisional labels (who is speaking now) confirmed by the final label: "
+              f"{confirmed / shown:.1%} of {shown:.0f} s")
     records = [("session record (merges applied)", hyp), ("labels as emitted", emitted)]
     if counts is not None:
         oracle = {u: oracle_labels(counts[u], ref[u]) for u in uris}

@@ -1,4 +1,5 @@
-"""bench/tune_segmented.py's oracle_labels: the pipeline's voice counts, the reference's names."""
+"""Helpers of bench/tune_segmented.py: oracle labels (the pipeline's voice counts, the reference's
+names) and how often the provisional label is confirmed."""
 
 import importlib.util
 import sys
@@ -34,3 +35,21 @@ def test_oracle_labels_take_the_reference_speakers_up_to_the_decided_count():
     assert _at(turns, 2.2) == ["<extra 1>", "bob"]  # a second voice the reference lacks (a false alarm)
     assert _at(turns, 3.2) == ["<extra 1>"]  # speech where the reference has none
     assert _at(turns, 3.6) == []
+
+
+def test_provisional_agreement_counts_only_stretches_that_got_a_final_label():
+    from stream_spk.types import SpeakerTurn
+
+    def turn(tid, start, end, label, status):
+        return SpeakerTurn(tid, start, end, label, 1.0, status, end, None)
+
+    events = [
+        turn(-1, 0.0, 1.0, "a", "provisional"),
+        turn(-1, 1.0, 2.0, "a", "provisional"),  # b's turn shown as a for a second
+        turn(1, 0.0, 1.0, "a", "final"),
+        turn(2, 1.0, 1.5, "b", "final"),
+        turn(2, 1.0, 2.0, "b", "final"),  # the newest version of turn 2 counts
+        turn(-1, 2.0, 3.0, "b", "provisional"),  # never finalised (e.g. not speech): not counted
+    ]
+    agree, total = _module().provisional_agreement(events)
+    assert abs(agree - 1.0) < 1e-9 and abs(total - 2.0) < 1e-9
