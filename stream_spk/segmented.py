@@ -12,8 +12,8 @@ Every ``step`` seconds of stream time (a grid point T) the pipeline
 5. finalises speech up to T - (latency - step): a frame is speech when its aggregated speech
    probability is high, holds two speakers when its overlap probability is, and each of its
    speakers takes the label of its track (the cluster closest to the mean similarity of the
-   track's windows that cover that stretch), so labels change where the model hears a speaker change, not at window
-   edges, and overlapped frames get two final labels.
+   track's windows that cover that stretch), so labels change where the model hears a speaker
+   change, not at window edges, and overlapped frames get two final labels.
 The events depend only on the audio, never on how it was chunked or how fast it was fed.
 """
 
