@@ -29,6 +29,7 @@ configure_threads()  # before torch loads
 import argparse
 import hashlib
 import itertools
+import pickle
 import re
 import time
 import warnings
@@ -261,10 +262,13 @@ def main() -> int:
     seg = CachingSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", backend="auto"), 5.0))
     emb = CachingEmbedder(Embedder.from_checkpoint(precision=args.precision))
     if args.cache and Path(args.cache).exists():
-        import pickle
-
         with open(args.cache, "rb") as fh:
             seg.cache, emb.cache = pickle.load(fh)
+
+    def save_cache() -> None:
+        if args.cache:
+            with open(args.cache, "wb") as fh:
+                pickle.dump((seg.cache, emb.cache), fh)
     params = {}
     for item in args.set:
         k, v = item.split("=", 1)
@@ -293,21 +297,14 @@ def main() -> int:
             print(f"\n{title}, collar {collar}: DER {der:.2%}")
             for name, (d, fa, miss, conf, sp) in sorted(parts.items()):
                 print(f"  {name:16s} DER {d:6.1%}  FA {fa:6.1%}  miss {miss:6.1%}  conf {conf:6.1%}  ({sp:.0f} s)")
-    if args.cache:
-        import pickle
-
-        with open(args.cache, "wb") as fh:
-            pickle.dump((seg.cache, emb.cache), fh)
+    save_cache()
     base = score(ref, hyp, uris)[0]
     for shift in [float(s) for s in args.shifts.split(",") if s]:
         h, _ = evaluate(params, audio, seg, emb, shift=shift)
         der = score(ref, h, uris)[0]
         print(f"shift {shift:.2f} s: DER {der:.2%} (change {100 * (der - base):+.2f} points)", flush=True)
-    if args.cache and args.shifts:
-        import pickle
-
-        with open(args.cache, "wb") as fh:
-            pickle.dump((seg.cache, emb.cache), fh)
+    if args.shifts:
+        save_cache()
 
     if args.cv:
         import json
@@ -330,14 +327,15 @@ def main() -> int:
                 print(f"\n{len(combos)} settings x {len(cv_shifts)} shifts, "
                       f"~{(time.perf_counter() - t0) * len(combos) / 60:.0f} min", flush=True)
         subsets = sorted({subset(u) for u in uris})
+        members = {n: [u for u in uris if subset(u) == n] for n in subsets}
 
         def eligible(files: dict, names: list[str]) -> bool:
             """No subset in ``names`` worse than under the grid's first setting by --no-worse."""
             if args.no_worse is None:
                 return True
             ref_files = results[0][1]
-            return all(pooled(files, [u for u in uris if subset(u) == n]) <=
-                       pooled(ref_files, [u for u in uris if subset(u) == n]) + args.no_worse / 100 for n in names)
+            return all(pooled(files, members[n]) <= pooled(ref_files, members[n]) + args.no_worse / 100
+                       for n in names)
 
         held_total, held_speech = 0.0, 0.0
         print("\nleave-one-subset-out:")
@@ -355,14 +353,9 @@ def main() -> int:
         ranked = sorted((r for r in results if eligible(r[1], subsets)), key=lambda r: pooled(r[1], uris))[:8]
         print("best on all files (optimistic), with each subset's DER:")
         for combo, files in ranked + ([results[0]] if results[0] not in ranked else []):
-            per = " ".join(f"{name[:8]} {pooled(files, [u for u in uris if subset(u) == name]):.1%}"
-                           for name in subsets)
+            per = " ".join(f"{name[:8]} {pooled(files, members[name]):.1%}" for name in subsets)
             print(f"  {pooled(files, uris):.2%} {combo} | {per}")
-        if args.cache:  # the shifted model outputs too
-            import pickle
-
-            with open(args.cache, "wb") as fh:
-                pickle.dump((seg.cache, emb.cache), fh)
+        save_cache()  # the shifted model outputs too
     return 0
 
 

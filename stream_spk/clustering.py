@@ -309,9 +309,12 @@ class OnlineClusterer:
         for small in sorted((c for c in self.clusters if c.name is None and c.speech < cfg.absorb_speech),
                             key=lambda c: c.speech):
             bigger = [c for c in self.clusters if c.name is None and c is not small and c.speech > small.speech]
-            best = max(bigger, key=lambda c: float(c.centroid @ small.centroid), default=None)
-            if best is not None and float(best.centroid @ small.centroid) >= cfg.absorb_threshold:
-                events.append(self._merge_into(best, small, time, "merge"))
+            if not bigger:
+                continue
+            sims = [float(c.centroid @ small.centroid) for c in bigger]
+            best = int(np.argmax(sims))
+            if sims[best] >= cfg.absorb_threshold:
+                events.append(self._merge_into(bigger[best], small, time, "merge"))
         return events
 
     def merge(self, keep_label: str, drop_label: str, time: float) -> Relabel:
