@@ -257,3 +257,41 @@ def test_the_provisional_label_follows_a_track_that_passes_to_another_voice():
     assert now[13.0] == now[14.5] == a
     # "who is speaking now" turns to B within a second of B's first word, not at the next pause
     assert [now[t] for t in (15.5, 16.0, 16.5, 17.0, 17.5)] == [b] * 5
+
+
+class DesignedEmbedder:
+    """Each tone's embedding is a chosen unit vector (no noise); only samples with weight > 0.5 count."""
+
+    min_samples = 640
+
+    def __init__(self, vectors: dict[int, np.ndarray]) -> None:
+        self.vectors = {hz // 100: v / np.linalg.norm(v) for hz, v in vectors.items()}
+
+    def embed(self, wavs, weights=None):
+        out = []
+        for i, w in enumerate(wavs):
+            if weights is not None and weights[i] is not None:
+                w = w[np.asarray(weights[i]) > 0.5]
+            band = int(np.argmax(np.abs(np.fft.rfft(w))) * SR / len(w)) // 100
+            out.append(self.vectors[band])
+        return np.asarray(out, np.float32)
+
+
+def test_the_second_voice_of_an_overlap_takes_the_next_speaker_its_own_windows_point_to():
+    e = np.eye(192, dtype=np.float32)
+    # A, B and D are three speakers; X's voice is nearest A, then B (0.37), then D (0.23), while
+    # A's own windows rank D (0.15) before B (0)
+    vectors = {350: e[0], 750: e[1], 550: 0.15 * e[0] + e[2], 950: e[0] + 0.4 * e[1] + 0.1 * e[2]}
+    audio = silence(15.0)
+    # B, D, A alone; then X, heard only over A (its windows include A's frames, but X is louder)
+    for start, end, hz, amp in ((0.5, 3.0, 750, 0.3), (3.5, 6.0, 550, 0.3), (6.5, 9.0, 350, 0.3),
+                                (10.5, 14.0, 350, 0.3), (11.5, 13.5, 950, 0.45)):
+        audio[int(start * SR) : int(end * SR)] += tone(hz, end - start, amp=amp, seed=int(start * 10))
+    turns = _finals(_feed(SegmentedPipeline(DesignedEmbedder(vectors), ToneSegmenter()), audio, 0.5))
+    b, d, a = _labels_at(turns, 1.5), _labels_at(turns, 4.5), _labels_at(turns, 7.5)
+    assert len(a | b | d) == 3
+    # both voices of the overlap map to A: X takes the next speaker its own windows point to, B
+    # (A's windows, the nearest in time, would give D)
+    for t in np.arange(11.6, 13.45, 0.1):
+        assert _labels_at(turns, t) == a | b, t
+    assert _labels_at(turns, 13.8) == a
