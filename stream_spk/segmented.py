@@ -13,7 +13,8 @@ Every ``step`` seconds of stream time (a grid point T) the pipeline
    probability is high, holds two speakers when its overlap probability is, and each of its
    speakers takes the label of its track (the cluster closest to the mean similarity of the
    track's windows that cover that stretch), so labels change where the model hears a speaker
-   change, not at window edges, and overlapped frames get two final labels.
+   change, not at window edges, and overlapped frames get two final labels (when both voices
+   point to one speaker, the second takes the next speaker its own windows point to).
 The events depend only on the audio, never on how it was chunked or how fast it was fed.
 """
 
