@@ -259,22 +259,12 @@ def test_the_provisional_label_follows_a_track_that_passes_to_another_voice():
     assert [now[t] for t in (15.5, 16.0, 16.5, 17.0, 17.5)] == [b] * 5
 
 
-class DesignedEmbedder:
-    """Each tone's embedding is a chosen unit vector (no noise); only samples with weight > 0.5 count."""
-
-    min_samples = 640
-
-    def __init__(self, vectors: dict[int, np.ndarray]) -> None:
-        self.vectors = {hz // 100: v / np.linalg.norm(v) for hz, v in vectors.items()}
-
-    def embed(self, wavs, weights=None):
-        out = []
-        for i, w in enumerate(wavs):
-            if weights is not None and weights[i] is not None:
-                w = w[np.asarray(weights[i]) > 0.5]
-            band = int(np.argmax(np.abs(np.fft.rfft(w))) * SR / len(w)) // 100
-            out.append(self.vectors[band])
-        return np.asarray(out, np.float32)
+def _designed_embedder(vectors: dict[int, np.ndarray]) -> WeightedToneEmbedder:
+    """The fake embedder without noise, each tone's embedding a chosen vector."""
+    embedder = WeightedToneEmbedder(noise=0.0)
+    for hz, v in vectors.items():
+        embedder.basis[hz // 100] = v / np.linalg.norm(v)
+    return embedder
 
 
 def test_the_second_voice_of_an_overlap_takes_the_next_speaker_its_own_windows_point_to():
@@ -287,7 +277,7 @@ def test_the_second_voice_of_an_overlap_takes_the_next_speaker_its_own_windows_p
     for start, end, hz, amp in ((0.5, 3.0, 750, 0.3), (3.5, 6.0, 550, 0.3), (6.5, 9.0, 350, 0.3),
                                 (10.5, 14.0, 350, 0.3), (11.5, 13.5, 950, 0.45)):
         audio[int(start * SR) : int(end * SR)] += tone(hz, end - start, amp=amp, seed=int(start * 10))
-    turns = _finals(_feed(SegmentedPipeline(DesignedEmbedder(vectors), ToneSegmenter()), audio, 0.5))
+    turns = _finals(_feed(SegmentedPipeline(_designed_embedder(vectors), ToneSegmenter()), audio, 0.5))
     b, d, a = _labels_at(turns, 1.5), _labels_at(turns, 4.5), _labels_at(turns, 7.5)
     assert len(a | b | d) == 3
     # both voices of the overlap map to A: X takes the next speaker its own windows point to, B
