@@ -53,3 +53,14 @@ def test_provisional_agreement_counts_only_stretches_that_got_a_final_label():
     ]
     agree, total = _module().provisional_agreement(events)
     assert abs(agree - 1.0) < 1e-9 and abs(total - 2.0) < 1e-9
+
+
+def test_two_folders_with_a_file_of_the_same_name_is_a_one_line_error(tmp_path, monkeypatch):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "meeting.wav").write_bytes(b"")
+    monkeypatch.setattr(sys, "argv", ["tune_segmented.py", "--folder", str(tmp_path / "a"),
+                                      "--folder", str(tmp_path / "b")])
+    with pytest.raises(SystemExit) as exc:
+        _module().main()
+    assert str(exc.value) == "error: two --folder files share a name; names are the scoring keys"
