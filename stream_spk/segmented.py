@@ -128,6 +128,10 @@ class _Track:
     last_frame: int = -1  # last accumulator frame it was heard in
     last_active: int = 0
     speaker: str | None = None  # the speaker its last centroid-moving window joined
+    # own (not shared) windows planned so far: plans are made for a whole batch of grid points
+    # before any is executed, so planning must not read ``windows`` (filled on execution), or the
+    # windows chosen would depend on how the audio was chunked
+    planned: int = 0
 
 
 @dataclass
@@ -339,13 +343,14 @@ class SegmentedPipeline(SessionSpeakers):
             if own[recent].any():
                 track.last_active = grid
             win = self._track_window(grid, own, recent, track)
-            if win is not None and track.windows and win.fresh < cfg.min_fresh:
+            if win is not None and track.planned and win.fresh < cfg.min_fresh:
                 win = None  # nothing new since its previous window: the same voice again
-            if win is None and not track.windows:
+            if win is None and not track.planned:
                 # heard only over someone else so far: embed its frames, overlap included
                 win = self._track_window(grid, active[:, k], recent, track, shared=True)
             if win is not None:
                 plan.windows.append(win)
+                track.planned += not win.shared
         self._prev = plan
         return plan
 

@@ -183,6 +183,20 @@ def test_a_voice_that_stopped_is_not_embedded_again():
     assert 5 <= fresh_only < every  # one window per step while A speaks (1.0-3.0 s), none after
 
 
+
+@pytest.mark.parametrize("chunk", [0.1, 7.5])
+def test_the_windows_embedded_do_not_depend_on_chunking(chunk):
+    # a big chunk brings several grid points at once, all planned before any is executed: a
+    # track's windows so far must count from the plans, or min_fresh would be skipped there
+    audio = silence(6.0)
+    audio[int(0.5 * SR) : int(3.0 * SR)] += tone(350, 2.5, seed=9)
+    counts = []
+    for size in (0.5, chunk):
+        embedder = CountingEmbedder()
+        _feed(SegmentedPipeline(embedder, ToneSegmenter(), SegmentedConfig()), audio, size)
+        counts.append(embedder.windows)
+    assert counts[1] == counts[0]
+
 def test_a_small_speaker_joins_a_bigger_one_in_the_session_record_at_the_end():
     # A talks 7 s, B 2.5 s: B becomes a speaker of its own while the stream runs; at the end,
     # with absorb_speech 4 s and any similarity allowed, the session record gives B's turns to A
