@@ -91,9 +91,10 @@ class SegmentationConfig:
     max_gap: float = 2.0  # silence (s) after which a local speaker's voice starts a new track (CV)
     exclusive_voices: bool = False  # local speakers of one chunk never share a label (hurt on dev)
     new_voice_margin: float = 0.1  # extra similarity a track needs to join a speaker it was not with
-    # seconds of new own speech a track's next window needs (less: not embedded; CV chose 0.2, which
-    # also saves ~11% of the windows)
-    min_fresh: float = 0.2
+    # seconds of new own speech a track's next window needs (less: not embedded, which saves
+    # windows). 0, every window embedded, won all eight folds of the CV once the rule applied the
+    # same however the audio was chunked (9.37% vs 10.64% at 0.2)
+    min_fresh: float = 0.0
 
 
 @dataclass(frozen=True)

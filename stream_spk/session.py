@@ -49,7 +49,7 @@ class SessionOptions:
             SegmentationConfig(speech_threshold=self.vad_threshold)
         # thresholds chosen by leave-one-subset-out cross-validation with every file scored at
         # five step-grid phases (bench/tune_segmented.py --cv --cv-shifts 0.1,0.2,0.3,0.4): assign
-        # 0.3, merge 0.55, overlap 0.3, track gap 2 s, min_fresh 0.2 (SegmentationConfig); a
+        # 0.3, merge 0.55, overlap 0.3, track gap 2 s, min_fresh 0 (SegmentationConfig); a
         # window below 0.25 to everyone is new-speaker evidence (the same setting won in three
         # of four folds, CV 10.98%); a changed voice needs 0.1 more similarity to join another
         # speaker and 0.2 (new_voice_weight 2) more to count as ambiguous instead of new.
