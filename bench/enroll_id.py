@@ -29,9 +29,9 @@ With the default segmented pipeline (``--vad pyannote``, 2026-12-01, same machin
     OMP_NUM_THREADS=1 python bench/enroll_id.py --profile-threshold 0.4 0.42 0.45
 
         T  all four: ident  worst ident  worst false-name
-     0.40             98.5         97.7              0.4
-     0.42             98.5         97.7              0.3    <- the segmented default
-     0.45             97.9         96.6              0.3
+     0.40             98.6         97.7              0.4
+     0.42             98.6         97.7              0.3    <- the segmented default
+     0.45             97.8         96.6              0.3
     (--libri cross-check at 0.42, later halves: ident 92.4%, false names 0.4%)
 
 Calibration (this 2-core Xeon, bf16, silero VAD, latency 1.0 s; criterion: identification >= 95%
