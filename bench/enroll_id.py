@@ -32,7 +32,7 @@ With the default segmented pipeline (``--vad pyannote``, 2026-12-01, same machin
      0.40             98.6         97.7              0.4
      0.42             98.6         97.7              0.3    <- the segmented default
      0.45             97.8         96.6              0.3
-    (--libri cross-check at 0.42, later halves: ident 92.4%, false names 0.4%)
+    (--libri cross-check at 0.42, later halves: ident 92.2%, false names 0.3%)
 
 Calibration (this 2-core Xeon, bf16, silero VAD, latency 1.0 s; criterion: identification >= 95%
 in every scenario with false-name <= 2% in every scenario, with the most margin)::
