@@ -183,17 +183,17 @@ def test_a_voice_that_stopped_is_not_embedded_again():
     assert 5 <= fresh_only < every  # one window per step while A speaks (1.0-3.0 s), none after
 
 
-
 @pytest.mark.parametrize("chunk", [0.1, 7.5])
 def test_the_windows_embedded_do_not_depend_on_chunking(chunk):
     # a big chunk brings several grid points at once, all planned before any is executed: a
     # track's windows so far must count from the plans, or min_fresh would be skipped there
     audio = silence(6.0)
     audio[int(0.5 * SR) : int(3.0 * SR)] += tone(350, 2.5, seed=9)
+    config = SegmentedConfig(segmentation=SegmentationConfig(min_fresh=0.2))
     counts = []
     for size in (0.5, chunk):
         embedder = CountingEmbedder()
-        _feed(SegmentedPipeline(embedder, ToneSegmenter(), SegmentedConfig()), audio, size)
+        _feed(SegmentedPipeline(embedder, ToneSegmenter(), config), audio, size)
         counts.append(embedder.windows)
     assert counts[1] == counts[0]
 
