@@ -351,7 +351,8 @@ class SegmentedPipeline(SessionSpeakers):
                 win = self._track_window(grid, active[:, k], recent, track, shared=True)
             if win is not None:
                 plan.windows.append(win)
-                track.planned += not win.shared
+                if not win.shared:
+                    track.planned += 1
         self._prev = plan
         return plan
 

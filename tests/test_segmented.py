@@ -197,6 +197,7 @@ def test_the_windows_embedded_do_not_depend_on_chunking(chunk):
         counts.append(embedder.windows)
     assert counts[1] == counts[0]
 
+
 def test_a_small_speaker_joins_a_bigger_one_in_the_session_record_at_the_end():
     # A talks 7 s, B 2.5 s: B becomes a speaker of its own while the stream runs; at the end,
     # with absorb_speech 4 s and any similarity allowed, the session record gives B's turns to A
