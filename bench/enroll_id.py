@@ -191,7 +191,7 @@ class CachedSegmenter:
         return np.stack([self._cache[k] for k in keys])
 
 
-SEGMENTER: list = []  # the segmentation model, loaded once when --vad pyannote
+SEGMENTER: list = []  # the segmentation model on the chunk and on the context chunk, loaded once (--vad pyannote)
 
 
 def read(path: Path) -> np.ndarray:
@@ -224,7 +224,7 @@ def stream(embedder, audio: np.ndarray, profiles: list, threshold: float, latenc
 
         seg_cfg = SessionOptions(latency=latency, use_profiles=False).segmented_config()
         seg_cfg = replace(seg_cfg, cluster=replace(seg_cfg.cluster, profile_threshold=threshold))
-        pipe = SegmentedPipeline(embedder, SEGMENTER[0], seg_cfg, profiles=profiles)
+        pipe = SegmentedPipeline(embedder, SEGMENTER[0], seg_cfg, profiles=profiles, context_segmenter=SEGMENTER[1])
     else:
         cfg = PipelineConfig(latency=latency, step=0.5 if latency >= 1.0 else max(0.1, latency / 2),
                              vad=VadConfig(backend="silero"), cluster=ClusterConfig(profile_threshold=threshold))
@@ -456,8 +456,12 @@ def main() -> int:
     if args.vad == "pyannote":
         from stream_spk.local_segmentation import ChunkSegmenter
         from stream_spk.models.segmentation import Segmenter
+        from stream_spk.session import SessionOptions
 
-        SEGMENTER.append(CachedSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", quiet=True))))
+        model = Segmenter.from_checkpoint(device="cpu", quiet=True)
+        seg_cfg = SessionOptions(use_profiles=False).segmented_config()
+        SEGMENTER.extend(CachedSegmenter(ChunkSegmenter(model, seconds))  # the chunk, then the longer look
+                         for seconds in (seg_cfg.chunk, seg_cfg.context_chunk))
     with tempfile.TemporaryDirectory() as tmp:
         known = enroll_all(inner, Path(tmp) / "profiles.sqlite3", enroll_dir)
     names = list(known)

@@ -77,22 +77,39 @@ class Cached:
 
 
 class CachingSegmenter(Cached):
-    def __init__(self, inner) -> None:
+    """The segmentation model on chunks of any length (``at(seconds)``), one cache for all."""
+
+    def __init__(self, model) -> None:
         super().__init__()
-        self.inner = inner
+        self.model = model
+        self._views: dict[float, _ChunkView] = {}
+
+    def at(self, seconds: float) -> _ChunkView:
+        """A :class:`LocalSegmenter` for ``seconds``-long chunks that shares this cache."""
+        if seconds not in self._views:
+            from stream_spk.local_segmentation import ChunkSegmenter
+
+            self._views[seconds] = _ChunkView(self, ChunkSegmenter(self.model, seconds))
+        return self._views[seconds]
+
+
+class _ChunkView:
+    def __init__(self, owner: CachingSegmenter, inner) -> None:
+        self.owner, self.inner = owner, inner
         self.chunk_samples = inner.chunk_samples
         self.frame_centres = inner.frame_centres
 
     def segment(self, chunks: np.ndarray) -> np.ndarray:
-        keys = [self.key(c) for c in chunks]
-        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        cache = self.owner.cache
+        keys = [self.owner.key(c) for c in chunks]
+        todo = [i for i, k in enumerate(keys) if k not in cache]
         if todo:
             t0 = time.perf_counter()
             out = self.inner.segment(chunks[todo])
-            self.seconds += time.perf_counter() - t0
+            self.owner.seconds += time.perf_counter() - t0
             for i, p in zip(todo, out):
-                self.cache[keys[i]] = p
-        return np.stack([self.cache[k] for k in keys])
+                cache[keys[i]] = p
+        return np.stack([cache[k] for k in keys])
 
 
 class CachingEmbedder(Cached):
@@ -189,7 +206,9 @@ def evaluate(params: dict, audio: dict, seg, emb, shift: float = 0.0, keep: bool
     """Session record (and, with ``keep``, the labels as emitted) of every file; ``counts``, when
     given, receives each file's (start, end, voices) runs (``SegmentedPipeline.count_log``), and
     ``provisional`` each file's :func:`provisional_agreement`."""
-    pipe = SegmentedPipeline(emb, seg, make_config(params), keep_counts=counts is not None)
+    config = make_config(params)
+    pipe = SegmentedPipeline(emb, seg.at(config.chunk), config, context_segmenter=seg.at(config.context_chunk),
+                             keep_counts=counts is not None)
     hyp, emitted = {}, {}
     for uri, a in audio.items():
         if shift:
@@ -248,7 +267,6 @@ def main() -> int:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    from stream_spk.local_segmentation import ChunkSegmenter
     from stream_spk.models.embedder import Embedder
     from stream_spk.models.segmentation import Segmenter
 
@@ -259,7 +277,7 @@ def main() -> int:
     ref: dict = {}
     for w in wavs:
         ref.update(read_rttm(w.with_suffix(".rttm")))
-    seg = CachingSegmenter(ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", backend="auto"), 5.0))
+    seg = CachingSegmenter(Segmenter.from_checkpoint(device="cpu", backend="auto"))
     emb = CachingEmbedder(Embedder.from_checkpoint(precision=args.precision))
     if args.cache and Path(args.cache).exists():
         with open(args.cache, "rb") as fh:

@@ -115,15 +115,17 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
         from stream_spk.models.segmentation import Segmenter
         from stream_spk.segmented import SegmentedPipeline
 
-        segmenter = ChunkSegmenter(Segmenter.from_checkpoint(device=options.compute_device, backend=options.backend,
-                                                             quiet=quiet))
-        _warm_up(embedder, segmenter)
-        return SegmentedPipeline(embedder, segmenter, options.segmented_config(), profiles=profiles)
+        seg_config = options.segmented_config()
+        model = Segmenter.from_checkpoint(device=options.compute_device, backend=options.backend, quiet=quiet)
+        segmenter = ChunkSegmenter(model, seg_config.chunk)
+        context = ChunkSegmenter(model, seg_config.context_chunk)
+        _warm_up(embedder, segmenter, context)
+        return SegmentedPipeline(embedder, segmenter, seg_config, profiles=profiles, context_segmenter=context)
     _warm_up(embedder)
     return Pipeline(embedder, config, profiles=profiles)
 
 
-def _warm_up(embedder, segmenter=None) -> None:
+def _warm_up(embedder, *segmenters) -> None:
     """One tiny call through each network, so that a backend's first-use work (the export once
     per machine, compiling, the check against torch) happens while the session is being set up,
     not as a stall at the first audio a live session hears."""
@@ -131,7 +133,7 @@ def _warm_up(embedder, segmenter=None) -> None:
 
     noise = np.random.default_rng(0).normal(0.0, 0.01, 2 * 16000).astype(np.float32)
     embedder.embed([noise])
-    if segmenter is not None:
+    for segmenter in segmenters:
         chunk = np.zeros(segmenter.chunk_samples, np.float32)
         chunk[-noise.size :] = noise
         segmenter.segment(chunk[None])

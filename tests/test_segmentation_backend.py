@@ -91,14 +91,18 @@ def test_build_pipeline_passes_the_session_backend_to_the_segmenter(monkeypatch)
         return seg.Segmenter(_model(), device="cpu")
 
     monkeypatch.setattr(seg.Segmenter, "from_checkpoint", staticmethod(fake_from_checkpoint))
-    monkeypatch.setattr(segmented, "SegmentedPipeline", lambda embedder, segmenter, config, profiles: segmenter)
+    monkeypatch.setattr(segmented, "SegmentedPipeline",
+                        lambda embedder, segmenter, config, profiles, context_segmenter: (segmenter, context_segmenter))
     warmed = []
-    monkeypatch.setattr(session, "_warm_up", lambda embedder, segmenter=None: warmed.append(segmenter))
+    monkeypatch.setattr(session, "_warm_up", lambda embedder, *segmenters: warmed.extend(segmenters))
     opts = session.SessionOptions(backend="onnx", compute_device="cpu", use_profiles=False)
-    chunk_segmenter = session.build_pipeline(opts, embedder=object())
+    chunk_segmenter, context_segmenter = session.build_pipeline(opts, embedder=object())
     assert seen == {"device": "cpu", "precision": "fp32", "backend": "onnx"}  # precision stays the default fp32
     assert chunk_segmenter.chunk_samples == CHUNK
-    assert warmed == [chunk_segmenter]  # its first-use work happens while the session is set up
+    # the longer look: the same model (loaded once) on the context chunk
+    assert context_segmenter.chunk_samples == round(opts.segmented_config().context_chunk * seg.SAMPLE_RATE) > CHUNK
+    assert context_segmenter.segmenter is chunk_segmenter.segmenter
+    assert warmed == [chunk_segmenter, context_segmenter]  # first-use work happens while the session is set up
 
 
 # ---- parity, cache and fallback with seeded weights ----------------------------------------------------

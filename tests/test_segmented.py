@@ -300,3 +300,112 @@ def test_the_second_voice_of_an_overlap_takes_the_next_speaker_its_own_windows_p
     for t in np.arange(11.6, 13.45, 0.1):
         assert _labels_at(turns, t) == a | b, t
     assert _labels_at(turns, 13.8) == a
+
+
+class DeafSegmenter(ToneSegmenter):
+    """A longer look that hears no one (every frame: no speaker)."""
+
+    def segment(self, chunks: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(chunks), len(self.frame_centres), 7), np.float32)
+        out[..., 0] = 1.0
+        return out
+
+
+class LastSlotSegmenter(ToneSegmenter):
+    """Hears what the tone segmenter hears, but puts every voice in local slot 2."""
+
+    def segment(self, chunks: np.ndarray) -> np.ndarray:
+        probs = super().segment(chunks)
+        speech = 1.0 - probs[..., 0]
+        out = np.zeros_like(probs)
+        out[..., 0], out[..., POWERSET.index((2,))] = 1.0 - speech, speech
+        return out
+
+
+# the fakes give probabilities of 0 or 1: at the 0.5 default a frame that one look hears and the
+# other does not (their frames are a few ms apart) would sit exactly on the threshold
+_SPEECH_06 = SegmentationConfig(speech_threshold=0.6)
+
+
+def _with_context(context, weight: float = 0.5, chunk: float = 0.5):
+    config = SegmentedConfig(context_chunk=context.chunk_samples / SR, context_weight=weight, segmentation=_SPEECH_06)
+    pipe = SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), config, context_segmenter=context)
+    return _finals(_feed(pipe, _two_voice_mix(), chunk))
+
+
+def test_speech_and_overlap_are_mixed_from_the_chunk_and_the_longer_look():
+    # the chunk hears speech (P 1.0), the longer look none (P 0.0): at weight 0.5 the mix is 0.5,
+    # under the 0.6 speech threshold; at weight 0.3 it is 0.7
+    assert _with_context(DeafSegmenter(10.0), 0.5) == []
+    alone = _finals(_feed(_pipeline(segmentation=_SPEECH_06), _two_voice_mix(), 0.5))
+    light = _with_context(DeafSegmenter(10.0), 0.3)
+    assert [(t.start, t.end, t.label) for t in light] == [(t.start, t.end, t.label) for t in alone]
+    assert _labels_at(light, 4.0) == _labels_at(light, 2.0) | _labels_at(light, 6.0)  # the overlap: 0.7 of 1.0
+
+
+def test_the_longer_look_is_aligned_on_the_end_of_the_chunk():
+    # weight 1: the longer look alone decides speech; a 10 s chunk ends where the 5 s one does,
+    # so the turns still follow the audio (misaligned by 5 s they would not)
+    turns = _with_context(ToneSegmenter(10.0), 1.0)
+    a, b = _labels_at(turns, 2.0), _labels_at(turns, 6.0)
+    assert len(a) == 1 and len(b) == 1 and a != b and _labels_at(turns, 4.0) == a | b
+    assert _labels_at(turns, 0.3) == _labels_at(turns, 8.6) == set()
+    a_turns = [t for t in turns if t.label in a]
+    assert abs(a_turns[0].start - 0.5) < 0.15 and abs(a_turns[0].end - 4.5) < 0.15
+
+
+def test_tracks_come_from_the_chunk_not_the_longer_look():
+    # A, then B with no pause: the chunk tells the voices apart (two tracks); the longer look puts
+    # both in one slot. With windows up to 0.5 s away labelling a track, one track for both would
+    # carry A's label 0.3 s or more into B's turn (as in the test above)
+    audio = silence(18.0)
+    for start, freq, seed in ((0.5, 350, 1), (6.0, 750, 2), (11.5, 350, 3), (14.5, 750, 4)):
+        audio[int(start * SR) : int((start + 3.0) * SR)] += tone(freq, 3.0, seed=seed)
+    config = SegmentedConfig(segmentation=SegmentationConfig(label_context=0.5, speech_threshold=0.6))
+    pipe = SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), config, context_segmenter=LastSlotSegmenter(10.0))
+    turns = _finals(_feed(pipe, audio, 0.5))
+    a, b = turns[0].label, turns[1].label
+    assert a != b and [t.label for t in turns[2:]] == [a, b]
+    assert abs(turns[3].start - 14.5) < 0.15
+
+
+@pytest.mark.parametrize("chunk", [0.1, 7.5])
+def test_events_with_a_longer_look_do_not_depend_on_chunking(chunk):
+    turns = _with_context(ToneSegmenter(10.0), 0.5, chunk)
+    assert turns == _with_context(ToneSegmenter(10.0), 0.5, 0.5)
+
+
+def test_a_longer_look_shorter_than_the_chunk_is_refused():
+    with pytest.raises(ValueError, match="context chunk"):
+        SegmentedConfig(context_chunk=4.0).validate()
+    with pytest.raises(ValueError, match="context_weight"):
+        SegmentedConfig(context_weight=1.5).validate()
+    with pytest.raises(ValueError, match="context segmenter"):
+        SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), SegmentedConfig(),
+                          context_segmenter=ToneSegmenter(4.0))
+
+
+class RecordingSegmenter(ToneSegmenter):
+    """Keeps every chunk it is given."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seen: list[np.ndarray] = []
+
+    def segment(self, chunks: np.ndarray) -> np.ndarray:
+        self.seen += list(np.array(chunks))
+        return np.tile(np.eye(7, dtype=np.float32)[0], (len(chunks), len(self.frame_centres), 1))
+
+
+def test_the_longer_look_gets_the_audio_that_ends_at_each_step():
+    # every context chunk is the stream's last 10 s at its grid point (zeros before the start):
+    # the pipeline must keep that much audio, not only the chunk's 5 s
+    audio = np.random.default_rng(3).normal(0, 0.1, int(14.0 * SR)).astype(np.float32)
+    context = RecordingSegmenter(10.0)
+    pipe = SegmentedPipeline(WeightedToneEmbedder(), ToneSegmenter(), SegmentedConfig(), context_segmenter=context)
+    _feed(pipe, audio, 0.5)
+    step, n = int(0.5 * SR), int(10.0 * SR)
+    padded = np.concatenate([np.zeros(n, np.float32), audio])
+    for k, chunk in enumerate(context.seen[: audio.size // step]):
+        end = (k + 1) * step + n
+        np.testing.assert_array_equal(chunk, padded[end - n : end])

@@ -21,9 +21,11 @@ def pipeline(checkpoint_path):
     from stream_spk.session import SessionOptions
 
     embedder = Embedder.from_checkpoint(checkpoint_path, device="cpu", quiet=True)
-    segmenter = ChunkSegmenter(Segmenter.from_checkpoint(device="cpu", quiet=True))
+    model = Segmenter.from_checkpoint(device="cpu", quiet=True)
     # the settings a session uses (the shipped defaults), not the bare dataclass defaults
-    return SegmentedPipeline(embedder, segmenter, SessionOptions(use_profiles=False).segmented_config())
+    config = SessionOptions(use_profiles=False).segmented_config()
+    return SegmentedPipeline(embedder, ChunkSegmenter(model, config.chunk), config,
+                             context_segmenter=ChunkSegmenter(model, config.context_chunk))
 
 
 def _run(pipe, audio, chunk=1.0):
