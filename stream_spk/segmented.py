@@ -2,9 +2,10 @@
 
 Every ``step`` seconds of stream time (a grid point T) the pipeline
 1. runs the segmentation model on the last ``chunk`` seconds of audio (zero-padded at the start
-   of the stream): per-frame probabilities of at most three *local* speakers, two at once;
-2. adds the chunk's speech and overlap probabilities to a per-10 ms accumulator (chunk edges,
-   which the model sees with little context, weigh less);
+   of the stream): per-frame probabilities of at most three *local* speakers, two at once; and,
+   with a context segmenter, on the last ``context_chunk`` seconds too;
+2. adds the chunk's speech and overlap probabilities (mixed with the longer look's) to a
+   per-10 ms accumulator (chunk edges, which the model sees with little context, weigh less);
 3. links the chunk's local speakers to the previous chunk's (best agreement on the 4.5 s they
    share): a *track* is one voice followed from chunk to chunk;
 4. embeds, for each track heard in the last ``window`` seconds, only its own non-overlapped frames
