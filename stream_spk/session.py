@@ -49,13 +49,14 @@ class SessionOptions:
             SegmentationConfig(speech_threshold=self.vad_threshold)
         # thresholds chosen by leave-one-subset-out cross-validation with every file scored at
         # five step-grid phases (bench/tune_segmented.py --cv --cv-shifts 0.1,0.2,0.3,0.4): assign
-        # 0.3, merge 0.55, overlap 0.3, track gap 2 s, min_fresh 0 (SegmentationConfig); a
+        # 0.3, merge 0.55, overlap 0.3, speech 0.5 with the 10 s second look (SegmentedConfig),
+        # track gap 2 s, min_fresh 0 (SegmentationConfig); a
         # window below 0.25 to everyone is new-speaker evidence (the same setting won in three
         # of four folds, CV 10.98%); a changed voice needs 0.1 more similarity to join another
         # speaker and 0.2 (new_voice_weight 2) more to count as ambiguous instead of new.
         # candidate_margin 0.5 ties 0 in CV (11.38% vs 11.32%) and makes the labels as emitted
         # better (13.6% vs 15.3% on dev), so it is kept. Enrolled speakers at cosine 0.42
-        # (bench/enroll_id.py: worst identification 97.7%, false names 0.3%; 0.40 identifies as
+        # (bench/enroll_id.py: worst identification 97.8%, false names 0.3%; 0.40 identifies as
         # well with 0.4% false names, and gave 1.1% before label_context 0). A candidate at
         # cosine 0.5 or more to a confirmed speaker is not confirmed (CV 10.87%, chosen in three
         # of four folds; the labels as emitted improve from 13.87% to 13.49% averaged over seven
