@@ -24,15 +24,15 @@ Scenarios: none enrolled (baseline), all four enrolled, p225+p226 enrolled (p227
 p227+p228 enrolled (p225/p226 unknown). Window embeddings are cached across runs (the windows
 depend only on the audio), so a sweep costs one embedding pass.
 
-With the default segmented pipeline (``--vad pyannote``, 2026-12-01, same machine)::
+With the default segmented pipeline (``--vad pyannote``, with the 10 s second look, 2026-12-01, same machine)::
 
     OMP_NUM_THREADS=1 python bench/enroll_id.py --profile-threshold 0.4 0.42 0.45
 
         T  all four: ident  worst ident  worst false-name
-     0.40             98.6         97.7              0.4
-     0.42             98.6         97.7              0.3    <- the segmented default
-     0.45             97.8         96.6              0.3
-    (--libri cross-check at 0.42, later halves: ident 92.2%, false names 0.3%)
+     0.40             98.7         97.8              0.4
+     0.42             98.7         97.8              0.3    <- the segmented default
+     0.45             97.9         96.7              0.3
+    (--libri cross-check at 0.42, later halves: ident 92.9%, false names 0.3%)
 
 Calibration (this 2-core Xeon, bf16, silero VAD, latency 1.0 s; criterion: identification >= 95%
 in every scenario with false-name <= 2% in every scenario, with the most margin)::

@@ -230,8 +230,9 @@ class SegmentedPipeline(SessionSpeakers):
         self._map = _nearest_frames(segmenter.frame_centres, pos)
         if context_segmenter is not None:
             self._context = int(context_segmenter.chunk_samples)
-            if self._context < self._chunk or self._context % FRAME:
-                raise ValueError("the context segmenter's chunk must be a multiple of 10 ms and at least the chunk")
+            if self._context != round(self.config.context_chunk * SAMPLE_RATE) or self._context < self._chunk:
+                raise ValueError(f"the context segmenter's chunk ({self._context / SAMPLE_RATE:g} s) must be "
+                                 f"config.context_chunk ({self.config.context_chunk:g} s) and at least the chunk")
             # the chunk's frames sit at the end of the context chunk
             self._context_map = _nearest_frames(context_segmenter.frame_centres, pos + self._context - self._chunk)
         edge = max(self.config.segmentation.edge * SAMPLE_RATE, 1.0)
