@@ -23,6 +23,10 @@ class ClusterConfig:
     assign_threshold: float = 0.3  # >= this: the window is this speaker's and updates its centroid
     new_threshold: float = 0.2  # < this to everyone: evidence for a new speaker
     merge_threshold: float = 0.55  # two centroids this close are one speaker
+    # ... and this close when never heard at once (two voices' windows in one step: ``observe``'s
+    # ``heard_with``, passed by the segmentation-driven pipeline); above 1: off
+    apart_merge_threshold: float = 1.1
+    apart_after: float = 30.0  # ... once both have been speakers side by side this long (stream s)
     min_new_speech: float = 1.5  # seconds of speech a candidate needs to become a speaker
     min_new_windows: int = 3  # ... spread over at least this many windows (one window is never enough)
     candidate_consistency: float = 0.55  # mean cosine of a candidate's windows to its centroid
@@ -105,6 +109,7 @@ class OnlineClusterer:
             self.clusters.append(Cluster(label=p.name, sum=weight * centroid / np.linalg.norm(centroid),
                                          count=weight, confirmed=True, name=p.name, fixed=True))
         self._aliases: dict[str, str] = {}
+        self._together: dict[tuple[int, int], int] = {}  # (id, id) of speakers heard at once -> times
 
     # --- queries -------------------------------------------------------------------------
     @property
@@ -178,13 +183,15 @@ class OnlineClusterer:
         return label
 
     def observe(self, emb: np.ndarray, duration: float, time: float, speech: float | None = None,
-                prefer: str | None = None, strict: float = 0.0) -> Assignment:
+                prefer: str | None = None, strict: float = 0.0, heard_with: Sequence[str] = ()) -> Assignment:
         """Assign one window embedding (L2-normalised) of ``duration`` s that ends at stream ``time``.
 
         ``speech``: seconds of speech this window adds to what earlier windows covered (overlapping
         windows share audio); defaults to ``duration``. ``prefer``: the speaker this voice was
         assigned to just before (a continuing track), which it joins at the usual threshold;
         any other speaker needs ``strict`` more similarity (the segmentation heard a change).
+        ``heard_with``: speakers that other voices of the same step just joined; two speakers heard
+        at once are never merged at ``apart_merge_threshold``.
         """
         cfg = self.config
         speech = duration if speech is None else speech
@@ -205,6 +212,7 @@ class OnlineClusterer:
             else:
                 cluster.last_seen = time
                 cluster.speech += speech
+            self._note_together(cluster, heard_with)
             events += self._promote_and_merge(cluster, time)
             return Assignment(self.resolve(cluster.label), score, updated, tuple(events))
         if idx >= 0 and cand_max >= new_threshold:
@@ -215,8 +223,23 @@ class OnlineClusterer:
         cluster = Cluster(label=self._new_label(), sum=np.zeros_like(emb), created=time, last_seen=time)
         cluster.add(emb, duration, time, cfg.max_members, speech)
         self.clusters.append(cluster)
+        self._note_together(cluster, heard_with)
         events += self._promote_and_merge(cluster, time)
         return Assignment(cluster.label, 1.0, True, tuple(events))
+
+    @staticmethod
+    def _pair(a: Cluster, b: Cluster) -> tuple[int, int]:
+        return (id(a), id(b)) if id(a) < id(b) else (id(b), id(a))
+
+    def _note_together(self, cluster: Cluster, heard_with: Sequence[str]) -> None:
+        for label in heard_with:
+            other = self.get(label)
+            if other is not None and other is not cluster:
+                key = self._pair(cluster, other)
+                self._together[key] = self._together.get(key, 0) + 1
+
+    def _heard_together(self, a: Cluster, b: Cluster) -> bool:
+        return self._together.get(self._pair(a, b), 0) > 0
 
     def _anonymous_count(self) -> int:
         return sum(1 for c in self.clusters if c.name is None)
@@ -251,7 +274,11 @@ class OnlineClusterer:
             if cluster.name is not None or other.name is not None:
                 continue
             # a one-window candidate is too noisy to merge on; it gathers evidence or expires
-            if sim >= cfg.merge_threshold and min(cluster.count, other.count) >= 2:
+            close = sim >= cfg.merge_threshold or (
+                sim >= cfg.apart_merge_threshold and cluster.confirmed and other.confirmed
+                and min(cluster.last_seen, other.last_seen) - max(cluster.created, other.created) >= cfg.apart_after
+                and not self._heard_together(cluster, other))
+            if close and min(cluster.count, other.count) >= 2:
                 keep, drop = (other, cluster) if other.created <= cluster.created else (cluster, other)
                 events.append(self._merge_into(keep, drop, time, "merge"))
                 cluster = keep
@@ -269,6 +296,7 @@ class OnlineClusterer:
         keep.durations += drop.durations[:room]
         self.clusters.remove(drop)
         self._aliases[drop.label] = keep.label
+        self._forget(drop, into=keep)
         return Relabel(old=drop.label, new=keep.label, time=time, reason=reason)  # type: ignore[arg-type]
 
     def _expire(self, time: float) -> list[Relabel]:
@@ -283,11 +311,22 @@ class OnlineClusterer:
             others = [c for c in self.clusters if c is not cand and c.confirmed and
                       (c.name is None or float(c.centroid @ cand.centroid) >= self.config.profile_threshold)]
             self.clusters.remove(cand)
+            self._forget(cand)
             best = max(others, key=lambda c: float(c.centroid @ cand.centroid), default=None)
             if best is not None:
                 self._aliases[cand.label] = best.label
                 events.append(Relabel(old=cand.label, new=best.label, time=time, reason="merge"))
         return events
+
+    def _forget(self, gone: Cluster, into: Cluster | None = None) -> None:
+        """Drop ``gone``'s heard-together counts (moved onto ``into`` when it merged there)."""
+        for key in [k for k in self._together if id(gone) in k]:
+            n = self._together.pop(key)
+            other_id = key[0] if key[1] == id(gone) else key[1]
+            other = next((c for c in self.clusters if id(c) == other_id), None)
+            if into is not None and other is not None and other is not into:
+                pair = self._pair(into, other)
+                self._together[pair] = self._together.get(pair, 0) + n
 
     def finish(self, time: float) -> list[Relabel]:
         """End of stream: speakers with under ``absorb_speech`` s of speech, smallest first, join

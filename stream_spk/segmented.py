@@ -9,7 +9,8 @@ Every ``step`` seconds of stream time (a grid point T) the pipeline
 3. links the chunk's local speakers to the previous chunk's (best agreement on the 4.5 s they
    share): a *track* is one voice followed from chunk to chunk;
 4. embeds, for each track heard in the last ``window`` seconds, only its own non-overlapped frames
-   (frame-weighted ECAPA), and lets the online clusterer assign each such window;
+   (frame-weighted ECAPA), and lets the online clusterer assign each such window (telling it
+   which speakers the step's other voices joined: speakers heard at once are different people);
 5. finalises speech up to T - (latency - step): a frame is speech when its aggregated speech
    probability is high, holds two speakers when its overlap probability is, and each of its
    speakers takes the label of its track (the cluster closest to the mean similarity of the
@@ -420,6 +421,7 @@ class SegmentedPipeline(SessionSpeakers):
         self._accumulate(p)
         self._latest = p
         events: list[Event] = []
+        heard: list[str] = []  # speakers other voices of this chunk just joined
         for w in p.windows:
             if self.keep_windows:
                 self.window_log.append((w.start / SAMPLE_RATE, w.end / SAMPLE_RATE, w.emb))
@@ -433,9 +435,11 @@ class SegmentedPipeline(SessionSpeakers):
                 continue
             assignment = self.clusterer.observe(w.emb, seconds, w.end / SAMPLE_RATE, speech=w.fresh,
                                                 prefer=w.track.speaker,
-                                                strict=self.config.segmentation.new_voice_margin)
+                                                strict=self.config.segmentation.new_voice_margin,
+                                                heard_with=heard)
             if assignment.updated:
                 w.track.speaker = assignment.label
+                heard.append(assignment.label)
             for ev in assignment.events:
                 self._apply_relabel(ev)
             events += assignment.events

@@ -251,3 +251,52 @@ def test_finish_judges_smallness_by_the_speech_at_the_end_of_the_stream():
     # tiny joins mid (4.5 s then), and mid, under 4 s when the stream ended, still joins big
     assert [(e.old, e.new) for e in events] == [("tiny", "mid"), ("mid", "big")]
     assert c.resolve("tiny") == "big"
+
+
+def _apart_pair(cos: float = 0.5, *, after: float = 30.0, threshold: float = 0.45):
+    """Two confirmed speakers whose centroids are ``cos`` apart, side by side from 5 s to 40 s."""
+    base = _centroids(2, seed=11)
+    u = base[0]
+    v = _unit(cos * u + np.sqrt(1 - cos ** 2) * _unit(base[1] - (base[1] @ u) * u))
+    c = OnlineClusterer(ClusterConfig(apart_merge_threshold=threshold, apart_after=after))
+    a = _speaker(c, "speaker 1", 5 * u, 20.0)
+    b = _speaker(c, "speaker 2", 5 * v, 20.0)
+    a.created, a.last_seen, b.created, b.last_seen = 0.0, 40.0, 5.0, 40.0
+    return c, u, v
+
+
+def test_speakers_never_heard_at_once_merge_at_the_apart_threshold():
+    c, _, v = _apart_pair()
+    out = c.observe(v, 1.5, 41.0)  # speaker 2 again: its centroid is 0.5 from speaker 1's
+    assert [(e.old, e.new, e.reason) for e in out.events] == [("speaker 2", "speaker 1", "merge")]
+    assert c.labels == ["speaker 1"] and c.resolve("speaker 2") == "speaker 1"
+
+
+@pytest.mark.parametrize("case", ["heard together", "too short side by side", "too far apart", "off"])
+def test_the_apart_merge_needs_every_condition(case):
+    kwargs = {"too short side by side": {"after": 60.0}, "too far apart": {"cos": 0.4},
+              "off": {"threshold": 1.1}}.get(case, {})
+    c, _, v = _apart_pair(**kwargs)
+    heard = ["speaker 1"] if case == "heard together" else []
+    out = c.observe(v, 1.5, 41.0, heard_with=heard)
+    assert out.events == () and c.labels == ["speaker 1", "speaker 2"]
+    # the evidence stays: later windows heard alone do not merge them either
+    assert c.observe(v, 1.5, 42.0).events == ()
+
+
+@pytest.mark.parametrize("noted", [True, False])
+def test_heard_together_follows_a_merge(noted):
+    c, u, v = _apart_pair()
+    # speaker 3 (a voice near speaker 2's), heard at once with speaker 1, joins speaker 2
+    v3 = _unit(v + 0.3 * _centroids(3, seed=12)[2])
+    w = _speaker(c, "speaker 3", 5 * v3, 5.0)
+    w.created, w.last_seen = 30.0, 40.0
+    if noted:
+        c._note_together(w, ["speaker 1"])
+    out = c.observe(v3, 1.5, 41.0)
+    assert [(e.old, e.new) for e in out.events] == [("speaker 3", "speaker 2")]
+    later = c.observe(v, 1.5, 42.0).events  # speaker 2 again
+    if noted:  # 2 was heard with 1 through 3: no apart merge
+        assert later == () and c.labels == ["speaker 1", "speaker 2"]
+    else:
+        assert [(e.old, e.new) for e in later] == [("speaker 2", "speaker 1")]

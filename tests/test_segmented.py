@@ -6,6 +6,7 @@ from fakes import SR, ToneEmbedder, silence, tone
 
 from stream_spk.clustering import ClusterConfig
 from stream_spk.segmented import POWERSET, SegmentationConfig, SegmentedConfig, SegmentedPipeline, marginals
+from stream_spk.sinks import session_record
 from stream_spk.types import AudioChunk, SpeakerTurn
 
 
@@ -409,3 +410,31 @@ def test_the_longer_look_gets_the_audio_that_ends_at_each_step():
     for k, chunk in enumerate(context.seen[: audio.size // step]):
         end = (k + 1) * step + n
         np.testing.assert_array_equal(chunk, padded[end - n : end])
+
+
+def _turns_of(spans, total: float) -> np.ndarray:
+    audio = silence(total)
+    for start, end, hz in spans:
+        voice = tone(hz, end - start, amp=0.3, seed=int(start * 10))
+        audio[int(round(start * SR)) : int(round(start * SR)) + voice.size] += voice
+    return audio
+
+
+@pytest.mark.parametrize("gap", [0.2, 2.5])
+def test_two_speakers_merge_at_the_apart_threshold_only_when_never_heard_at_once(gap):
+    e = np.eye(192, dtype=np.float32)
+    # two voices 0.5 apart: below the (test's) assign and merge thresholds, above the apart one
+    vectors = {350: e[0], 750: 0.5 * e[0] + np.sqrt(0.75) * e[1]}
+    cluster = ClusterConfig(assign_threshold=0.6, new_threshold=0.55, merge_threshold=0.9,
+                            apart_merge_threshold=0.45, apart_after=3.0)
+    spans, t = [], 0.5
+    for hz in (350, 750, 350, 750):
+        spans.append((t, t + 4.0, hz))
+        t += 4.0 + gap
+    pipe = SegmentedPipeline(_designed_embedder(vectors), ToneSegmenter(), SegmentedConfig(cluster=cluster))
+    record = session_record(_feed(pipe, _turns_of(spans, t + 1.0), 0.5))
+    labels = {lab for _, _, lab in record}
+    if gap < 1.0:  # quick turns: both voices' windows in one step, heard at once: two speakers
+        assert len(labels) == 2
+    else:  # never heard at once, side by side long enough: one voice split in two, merged
+        assert len(labels) == 1
