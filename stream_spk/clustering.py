@@ -109,7 +109,7 @@ class OnlineClusterer:
             self.clusters.append(Cluster(label=p.name, sum=weight * centroid / np.linalg.norm(centroid),
                                          count=weight, confirmed=True, name=p.name, fixed=True))
         self._aliases: dict[str, str] = {}
-        self._together: dict[tuple[int, int], int] = {}  # (id, id) of speakers heard at once -> times
+        self._together: set[frozenset[Cluster]] = set()  # pairs of speakers heard at once
 
     # --- queries -------------------------------------------------------------------------
     @property
@@ -227,19 +227,11 @@ class OnlineClusterer:
         events += self._promote_and_merge(cluster, time)
         return Assignment(cluster.label, 1.0, True, tuple(events))
 
-    @staticmethod
-    def _pair(a: Cluster, b: Cluster) -> tuple[int, int]:
-        return (id(a), id(b)) if id(a) < id(b) else (id(b), id(a))
-
     def _note_together(self, cluster: Cluster, heard_with: Sequence[str]) -> None:
         for label in heard_with:
             other = self.get(label)
             if other is not None and other is not cluster:
-                key = self._pair(cluster, other)
-                self._together[key] = self._together.get(key, 0) + 1
-
-    def _heard_together(self, a: Cluster, b: Cluster) -> bool:
-        return self._together.get(self._pair(a, b), 0) > 0
+                self._together.add(frozenset((cluster, other)))
 
     def _anonymous_count(self) -> int:
         return sum(1 for c in self.clusters if c.name is None)
@@ -277,7 +269,7 @@ class OnlineClusterer:
             close = sim >= cfg.merge_threshold or (
                 sim >= cfg.apart_merge_threshold and cluster.confirmed and other.confirmed
                 and min(cluster.last_seen, other.last_seen) - max(cluster.created, other.created) >= cfg.apart_after
-                and not self._heard_together(cluster, other))
+                and frozenset((cluster, other)) not in self._together)
             if close and min(cluster.count, other.count) >= 2:
                 keep, drop = (other, cluster) if other.created <= cluster.created else (cluster, other)
                 events.append(self._merge_into(keep, drop, time, "merge"))
@@ -319,14 +311,12 @@ class OnlineClusterer:
         return events
 
     def _forget(self, gone: Cluster, into: Cluster | None = None) -> None:
-        """Drop ``gone``'s heard-together counts (moved onto ``into`` when it merged there)."""
-        for key in [k for k in self._together if id(gone) in k]:
-            n = self._together.pop(key)
-            other_id = key[0] if key[1] == id(gone) else key[1]
-            other = next((c for c in self.clusters if id(c) == other_id), None)
-            if into is not None and other is not None and other is not into:
-                pair = self._pair(into, other)
-                self._together[pair] = self._together.get(pair, 0) + n
+        """Drop ``gone``'s heard-together pairs (moved onto ``into`` when it merged there)."""
+        for pair in [p for p in self._together if gone in p]:
+            self._together.discard(pair)
+            (other,) = pair - {gone}
+            if into is not None and other is not into:
+                self._together.add(frozenset((into, other)))
 
     def finish(self, time: float) -> list[Relabel]:
         """End of stream: speakers with under ``absorb_speech`` s of speech, smallest first, join
