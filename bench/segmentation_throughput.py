@@ -1,6 +1,6 @@
 """Segmentation-3.0 throughput and accuracy per backend: 5 s chunks, batch 1/4, CPU.
 
-    python bench/segmentation_throughput.py [--backends torch onnx openvino] [--precisions fp32 bf16]
+    python bench/segmentation_throughput.py [--backends torch onnx openvino openvino+onnx] [--precisions fp32 bf16]
                                             [--batches 1 4] [--seconds 3] [--audio A.wav ...] [--hop 2.5]
 
 Every backend x precision the CPU can run (others get one line saying why). Prints, per batch
@@ -66,8 +66,8 @@ def measure(seg: Segmenter, chunks: np.ndarray, batch: int, min_seconds: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", nargs="+", default=list(backends.BACKEND_CHOICES[1:]),
-                        choices=backends.BACKEND_CHOICES[1:])
+    choices = [*backends.BACKEND_CHOICES[1:], backends.SPLIT_BACKEND]
+    parser.add_argument("--backends", nargs="+", default=choices, choices=choices)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing per cell")
@@ -79,7 +79,7 @@ def main() -> None:
     ref = run_all(Segmenter(model, device="cpu", precision="fp32"), chunks)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 5 s chunks, real weights; accuracy over "
           f"{len(chunks)} chunks ({ref.shape[0] * ref.shape[1]} frames) of {len(args.audio)} file(s) vs torch fp32")
-    print(f"{'backend':8} {'precision':9} {'batch':>5} {'wall ms/chunk':>13} {'cpu ms/chunk':>12} "
+    print(f"{'backend':13} {'precision':9} {'batch':>5} {'wall ms/chunk':>13} {'cpu ms/chunk':>12} "
           f"{'max|dp|':>9} {'max|dlogp|':>10} {'argmax agree':>12}")
     for backend in args.backends:
         for precision in args.precisions:
@@ -87,21 +87,21 @@ def main() -> None:
                 seg = Segmenter(model, device="cpu", precision=precision, backend=backend,
                                 weights_sha256=SEGMENTATION_3_0.sha256)
             except (ModelError, ValueError) as exc:
-                print(f"{backend:8} {precision:9} -- {exc}", flush=True)
+                print(f"{backend:13} {precision:9} -- {exc}", flush=True)
                 continue
             seg(chunks[:4])  # starts (exports, checks) the backend on real chunks, as the pipeline does
             if seg.backend != backend:  # refused by the check: measure it anyway, unchecked
-                path, _ = backends.ensure_segmentation_export(model, SEGMENTATION_3_0.sha256)
                 seg.backend, seg.precision = backend, precision
-                seg._runner = backends.make_segmentation_runner(backend, path, precision, torch.get_num_threads())
-                print(f"{backend:8} {precision:9} -- refused at first use (measured anyway)", flush=True)
+                seg._runner = backends.make_segmentation_runner(backend, model, SEGMENTATION_3_0.sha256, precision,
+                                                                torch.get_num_threads())
+                print(f"{backend:13} {precision:9} -- refused at first use (measured anyway)", flush=True)
             out = run_all(seg, chunks)
             diff = float(np.abs(out - ref).max())
             pdiff = float(np.abs(np.exp(out) - np.exp(ref)).max())
             agree = float((out.argmax(-1) == ref.argmax(-1)).mean())
             for batch in args.batches:
                 wall, cpu = measure(seg, chunks, batch, args.seconds)
-                print(f"{backend:8} {precision:9} {batch:5d} {wall:13.1f} {cpu:12.1f} {pdiff:9.1e} {diff:10.2e} "
+                print(f"{backend:13} {precision:9} {batch:5d} {wall:13.1f} {cpu:12.1f} {pdiff:9.1e} {diff:10.2e} "
                       f"{100 * agree:11.2f}%", flush=True)
 
 

@@ -199,7 +199,15 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"expected waveforms [B, 1, N], got {tuple(waveforms.shape)}")
         if waveforms.shape[-1] < MIN_SAMPLES:
             raise ValueError(f"need at least {MIN_SAMPLES} samples, got {waveforms.shape[-1]}")
-        x, _ = self.lstm(self.sincnet(waveforms).transpose(1, 2))
+        return self.classify(self.features(waveforms))
+
+    def features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The convolutional front end: waveforms [B, 1, N] -> features [B, F, 60]."""
+        return self.sincnet(waveforms).transpose(1, 2)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The recurrent back end: features [B, F, 60] -> powerset log-probs [B, F, 7]."""
+        x, _ = self.lstm(features)
         for layer in self.linear:
             x = F.leaky_relu(layer(x))
         return F.log_softmax(self.classifier(x), dim=-1)

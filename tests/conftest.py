@@ -66,9 +66,9 @@ def count_calls(monkeypatch, owner, name: str) -> list:
     calls: list = []
     real = getattr(owner, name)
 
-    def counting(model, path):
+    def counting(model, path, *args):
         calls.append(path)
-        real(model, path)
+        real(model, path, *args)
 
     monkeypatch.setattr(owner, name, counting)
     return calls

@@ -18,6 +18,8 @@ from stream_spk.models.backends import BackendError, resolve_segmentation_backen
 from conftest import count_calls
 
 EXPORTED = [b for b in ("onnx", "openvino") if backends.installed(b)]
+#: every exported way to run the model here, the two-engine split included when both are installed
+RUNNABLE = EXPORTED + ([backends.SPLIT_BACKEND] if len(EXPORTED) == 2 else [])
 needs_exported = pytest.mark.skipif(not EXPORTED, reason="neither onnxruntime nor openvino (+ onnx) installed")
 CHUNK = 5 * seg.SAMPLE_RATE
 
@@ -47,8 +49,12 @@ def export_count(monkeypatch):
 def test_auto_choice_for_segmentation(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(backends, "installed", lambda name: True)
-    assert resolve_segmentation_backend("auto", cpu, "fp32") == "onnx"  # the fastest at fp32
-    assert resolve_segmentation_backend("auto", cpu, "auto") == "onnx"
+    # the fastest at fp32: OpenVINO's convolutions, ONNX Runtime's LSTM
+    assert resolve_segmentation_backend("auto", cpu, "fp32") == backends.SPLIT_BACKEND
+    assert resolve_segmentation_backend("auto", cpu, "auto") == backends.SPLIT_BACKEND
+    assert resolve_segmentation_backend(backends.SPLIT_BACKEND, cpu, "auto") == backends.SPLIT_BACKEND
+    with pytest.raises(BackendError, match="CPU only"):
+        resolve_segmentation_backend(backends.SPLIT_BACKEND, cuda, "fp32")
     assert resolve_segmentation_backend("auto", cpu, "bf16") == "torch"  # bf16 changes too many frame classes
     assert resolve_segmentation_backend("auto", cuda, "fp32") == "torch"
     assert backends.segmentation_backend_precision("openvino", "auto") == "fp32"
@@ -56,6 +62,10 @@ def test_auto_choice_for_segmentation(monkeypatch):
         resolve_segmentation_backend("openvino", cuda, "fp32")
     with pytest.raises(BackendError, match="fp32 only"):
         resolve_segmentation_backend("onnx", cpu, "bf16")
+    monkeypatch.setattr(backends, "installed", lambda name: name != "openvino")
+    assert resolve_segmentation_backend("auto", cpu, "fp32") == "onnx"
+    with pytest.raises(BackendError, match="backend 'openvino' needs"):
+        resolve_segmentation_backend(backends.SPLIT_BACKEND, cpu, "fp32")
     monkeypatch.setattr(backends, "installed", lambda name: name != "onnx")
     assert resolve_segmentation_backend("auto", cpu, "fp32") == "openvino"
     monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
@@ -109,7 +119,7 @@ def test_build_pipeline_passes_the_session_backend_to_the_segmenter(monkeypatch)
 
 
 @needs_exported
-@pytest.mark.parametrize("backend", EXPORTED)
+@pytest.mark.parametrize("backend", RUNNABLE)
 def test_parity_with_torch_fp32_any_batch_and_length(backend, cache):
     model = _model(1)
     ref = seg.Segmenter(model, device="cpu", precision="fp32")
@@ -126,6 +136,7 @@ def test_parity_with_torch_fp32_any_batch_and_length(backend, cache):
     assert got.log_probs.shape == (2, seg.num_frames(2 * CHUNK + 1234), seg.NUM_CLASSES)
     np.testing.assert_allclose(got.probs, ref(longer).probs, atol=backends.SEG_MAX_PROB_DIFF)
     assert s(np.zeros((0, CHUNK), np.float32)).log_probs.shape == (0, seg.num_frames(CHUNK), 7)
+    assert not model.training  # exporting (a part of) it left the caller's model in eval mode
 
 
 @needs_exported
