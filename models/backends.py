@@ -18,7 +18,9 @@ torch bf16 53 / 28 / 25, OpenVINO bf16 28 / 26 / 25 (torch's bf16 autocast re-ca
 weight at each call, which small batches, the ones a stream makes, pay in full); torch fp32
 77 / 55 / 52, ONNX Runtime fp32 67 / 57 / 55, OpenVINO fp32 67 / 56 / 56. Hence ``auto``
 (:func:`resolve_backend`): torch on CUDA; on the CPU OpenVINO when it is installed, else ONNX
-Runtime when the precision is fp32 and it is installed, else torch.
+Runtime when the precision is fp32 and it is installed, else torch. Those OpenVINO figures are
+for the graph compiled with dynamic axes; compiled for one fixed shape it runs about twice as
+fast, so short windows run on fixed-shape compilations (:class:`FixedShapeEcapaRunner`).
 
 The segmentation model (pyannote segmentation-3.0, :class:`~.segmentation.Segmenter`) runs
 through the same export cache and runners, whole (waveforms in, log-probs out), checked against
@@ -32,8 +34,13 @@ log-prob difference 2.6e-4 and 1.1e-4, but up to 9e-3 on the mostly zero-padded 
 start of a stream, whose instance norms amplify rounding (their probabilities still agree to
 2.4e-5). Hence the check is on probabilities (what the pipeline uses), :data:`SEG_MAX_PROB_DIFF`
 1e-3. OpenVINO bf16 changes the most likely class of 0.70% of the frames (torch bf16 0.24%), over
-the 0.5% allowed (:data:`SEG_MIN_ARGMAX_AGREEMENT`). Hence ``auto`` for segmentation
-(:func:`resolve_segmentation_backend`): ONNX Runtime fp32, else OpenVINO fp32, else torch.
+the 0.5% allowed (:data:`SEG_MIN_ARGMAX_AGREEMENT`). Split in two at the LSTM, each engine is
+best at one half (8 x 10 s chunks, 2 threads, fp32): the convolutional front end takes 35 ms on
+OpenVINO and 52 ms on ONNX Runtime, the LSTM back end 60 ms on ONNX Runtime and 92 ms on OpenVINO
+(whole graph: ONNX Runtime 119 ms). Hence ``auto`` for segmentation
+(:func:`resolve_segmentation_backend`): :data:`SPLIT_BACKEND` (both halves exported and cached
+separately, checked together) when both are installed, else ONNX Runtime fp32, else OpenVINO
+fp32, else torch.
 """
 
 from __future__ import annotations
@@ -276,14 +283,14 @@ class OpenVinoRunner:
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "INFERENCE_NUM_THREADS": threads,
                   "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            (path.parent / "openvino").mkdir(exist_ok=True)
+            core.set_property({"CACHE_DIR": str(path.parent / "openvino")})
+        except (OSError, RuntimeError):
+            pass  # no compiled-model cache: compile each time
         if shapes is None:
-            try:
-                (path.parent / "openvino").mkdir(exist_ok=True)
-                core.set_property({"CACHE_DIR": str(path.parent / "openvino")})
-            except (OSError, RuntimeError):
-                pass  # no compiled-model cache: compile each time
             self.compiled = core.compile_model(str(path), "CPU", config)
-        else:  # fixed input shapes; not cached (a cached fixed-shape model loads with ~2x the memory)
+        else:
             model = core.read_model(str(path))
             model.reshape(shapes)
             self.compiled = core.compile_model(model, "CPU", config)
@@ -314,8 +321,8 @@ class FixedShapeEcapaRunner:
     :data:`FIXED_FRAMES` frames are zero-padded to that many frames (weight 0, ``lengths``
     unchanged: padding never reaches an item's embedding, see :mod:`.ecapa`) and cut into pieces
     of the :data:`FIXED_BATCHES` sizes, each run on its own compilation, made at its first use
-    (~0.5 s, ~100 MB each). Longer inputs (enrollment clips) run on the dynamic compilation, also
-    made at first use.
+    (~0.5 s the first time, ~0.45 s from OpenVINO's cache). Longer inputs (enrollment clips) run on
+    the dynamic compilation, also made at first use.
     """
 
     name = "openvino"

@@ -267,7 +267,7 @@ def real_chunks(data_dir) -> np.ndarray:
 @pytest.mark.real_model
 @pytest.mark.slow
 @needs_exported
-@pytest.mark.parametrize("backend", EXPORTED)
+@pytest.mark.parametrize("backend", RUNNABLE)
 def test_real_model_parity_on_real_speech(backend, real_segmentation_model, real_chunks, real_cache):
     from stream_spk.models.registry import SEGMENTATION_3_0
 
@@ -286,7 +286,7 @@ def test_real_model_parity_on_real_speech(backend, real_segmentation_model, real
 @pytest.mark.real_model
 @pytest.mark.slow
 @needs_exported
-@pytest.mark.parametrize("backend", EXPORTED)
+@pytest.mark.parametrize("backend", RUNNABLE)
 def test_real_model_accepted_on_the_zero_padded_chunks_a_stream_starts_with(backend, real_segmentation_model,
                                                                             data_dir, real_cache):
     """The first call of a stream gets chunks that are mostly zero padding: their instance norms
