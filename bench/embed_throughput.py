@@ -2,6 +2,7 @@
 
     python bench/embed_throughput.py [--devices cpu cuda] [--backends torch onnx openvino]
                                      [--precisions fp32 bf16 fp16] [--batches 1 8 32] [--seconds 3]
+                                     [--openvino-dynamic]
 
 Every available backend x precision (combinations a backend cannot run, or backends that are not
 installed, get one line saying so). Prints windows per second and audio seconds per second (a
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from stream_spk.errors import ModelError
+from stream_spk.models import backends
 from stream_spk.models.backends import BACKEND_CHOICES
 from stream_spk.models.embedder import Embedder, load_ecapa
 from stream_spk.models.registry import ECAPA_VOXCELEB, resolve_checkpoint
@@ -69,7 +71,11 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing per cell")
+    parser.add_argument("--openvino-dynamic", action="store_true",
+                        help="OpenVINO on its dynamic-axes compilation only (no fixed-shape ones), for comparison")
     args = parser.parse_args()
+    if args.openvino_dynamic:
+        backends.FIXED_FRAMES = 0  # every batch is longer: FixedShapeEcapaRunner hands it to the dynamic one
     model = load_ecapa(resolve_checkpoint(quiet=True))
     wavs = clips()
     ref = Embedder(model, device="cpu", precision="fp32").embed(wavs)

@@ -19,7 +19,7 @@ weight at each call, which small batches, the ones a stream makes, pay in full);
 77 / 55 / 52, ONNX Runtime fp32 67 / 57 / 55, OpenVINO fp32 67 / 56 / 56. Hence ``auto``
 (:func:`resolve_backend`): torch on CUDA; on the CPU OpenVINO when it is installed, else ONNX
 Runtime when the precision is fp32 and it is installed, else torch. Those OpenVINO figures are
-for the graph compiled with dynamic axes; compiled for one fixed shape it runs about twice as
+for the graph compiled with dynamic axes; compiled for one fixed shape it runs 1.4-1.8x as
 fast, so short windows run on fixed-shape compilations (:class:`FixedShapeEcapaRunner`).
 
 The segmentation model (pyannote segmentation-3.0, :class:`~.segmentation.Segmenter`) runs
@@ -35,9 +35,9 @@ start of a stream, whose instance norms amplify rounding (their probabilities st
 2.4e-5). Hence the check is on probabilities (what the pipeline uses), :data:`SEG_MAX_PROB_DIFF`
 1e-3. OpenVINO bf16 changes the most likely class of 0.70% of the frames (torch bf16 0.24%), over
 the 0.5% allowed (:data:`SEG_MIN_ARGMAX_AGREEMENT`). Split in two at the LSTM, each engine is
-best at one half (8 x 10 s chunks, 2 threads, fp32): the convolutional front end takes 35 ms on
-OpenVINO and 52 ms on ONNX Runtime, the LSTM back end 60 ms on ONNX Runtime and 92 ms on OpenVINO
-(whole graph: ONNX Runtime 119 ms). Hence ``auto`` for segmentation
+best at one half (``python bench/segmentation_throughput.py --halves --chunk-seconds 10``, 8
+chunks, 2 threads, fp32): the convolutional front end takes 41 ms on OpenVINO and 69 ms on ONNX
+Runtime, the LSTM back end 69 ms on ONNX Runtime and 99 ms on OpenVINO. Hence ``auto`` for segmentation
 (:func:`resolve_segmentation_backend`): :data:`SPLIT_BACKEND` (both halves exported and cached
 separately, checked together) when both are installed, else ONNX Runtime fp32, else OpenVINO
 fp32, else torch.
@@ -314,8 +314,9 @@ FIXED_BATCHES = (16, 4, 1)
 class FixedShapeEcapaRunner:
     """The ECAPA graph on OpenVINO, compiled per input shape for short windows.
 
-    OpenVINO runs a graph compiled for one fixed input shape about twice as fast as the same graph
-    with dynamic axes (8 windows of 1.5 s, 2 threads, bf16: 53 ms against 109 ms; the dynamic
+    OpenVINO runs a graph compiled for one fixed input shape much faster than the same graph with
+    dynamic axes (``python bench/embed_throughput.py --backends openvino --precisions bf16``, with
+    and without ``--openvino-dynamic``: 124 against 70 windows/s at batch 8, 2 threads; the dynamic
     version spends the difference on layout reorders and reference broadcasts). A stream's windows
     are short and nearly all of one length, so batches whose longest item has at most
     :data:`FIXED_FRAMES` frames are zero-padded to that many frames (weight 0, ``lengths``
