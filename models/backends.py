@@ -13,7 +13,7 @@ does not match it is exported again). Nothing here imports onnx, onnxruntime or 
 a backend is started (:func:`start_backend`, at an embedder's first embedding).
 
 Measured on the 2-core dev machine (AMX + AVX512-BF16), 1.5 s windows, CPU ms per window at
-batch 1 / 4 / 16 (``python bench/embed_throughput.py``, figures in README "Inference backends"):
+batch 1 / 4 / 16 (``python bench/embed_throughput.py``, figures in docs/performance.md):
 torch bf16 53 / 28 / 25, OpenVINO bf16 28 / 26 / 25 (torch's bf16 autocast re-casts every
 weight at each call, which small batches, the ones a stream makes, pay in full); torch fp32
 77 / 55 / 52, ONNX Runtime fp32 67 / 57 / 55, OpenVINO fp32 67 / 56 / 56. Hence ``auto``
@@ -24,8 +24,8 @@ fast, so short windows run on fixed-shape compilations (:class:`FixedShapeEcapaR
 
 The segmentation model (pyannote segmentation-3.0, :class:`~.segmentation.Segmenter`) runs
 through the same export cache and runners, whole (waveforms in, log-probs out), checked against
-torch fp32 at its first call. ``python bench/segmentation_throughput.py`` (figures in README
-"Inference backends"), ms per 5 s chunk (wall / CPU) at batch 1 and 4, interleaved runs: ONNX
+torch fp32 at its first call. ``python bench/segmentation_throughput.py`` (figures in
+docs/performance.md), ms per 5 s chunk (wall / CPU) at batch 1 and 4, interleaved runs: ONNX
 Runtime fp32 19 / 27 and 10 / 19, OpenVINO fp32 21 / 40 and 12 / 24, OpenVINO bf16 15 / 31 and
 7 / 15; torch fp32 30 / 30 and 19 / 19 in an early run, 206 / 169 and 103 / 89 later on the same
 machine. Over 379 real 5 s chunks of the dev set (111k frames) the largest probability
