@@ -2,7 +2,7 @@
 
     python bench/dev_der.py [FOLDER] [--precision auto|fp32|bf16] [--backend auto|torch|onnx|openvino]
                             [--vad pyannote|silero|webrtc]
-                            [--latency 1.0] [--refine] [--shifts 0.3,0.6,1.09]
+                            [--latency 1.0] [--no-second-look] [--refine] [--shifts 0.3,0.6,1.09]
     python bench/dev_der.py [FOLDER] --matrix
 
 Runs every FOLDER/*.wav through the same path as `stream-spk diarize` (the streaming pipeline,
@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--vad", default="pyannote")
     parser.add_argument("--vad-threshold", type=float)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--no-second-look", dest="second_look", action="store_false",
+                        help="the segmented pipeline without its 10 s second look (faster, less accurate)")
     parser.add_argument("--shifts", default="", help="comma-separated leading silences (s) to test too")
     parser.add_argument("--refine", action="store_true",
                         help="also score the offline second pass (`diarize --refine`), reported separately")
@@ -69,10 +71,11 @@ def main() -> int:
     if args.matrix:
         return matrix(wavs, args)
     options = SessionOptions(precision=args.precision, backend=args.backend, vad=args.vad,
-                             vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False)
+                             vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False,
+                             second_look=args.second_look)
     pipeline = build_pipeline(options)
     print(f"precision {pipeline.embedder.precision}, device {pipeline.embedder.device}, backend {args.backend}, "
-          f"vad {args.vad}, "
+          f"vad {args.vad}{'' if args.second_look or args.vad != 'pyannote' else ' (no second look)'}, "
           f"latency {args.latency}s, {len(wavs)} files", flush=True)
     lat: list[float] = []
     audio = wall = refine_wall = 0.0
@@ -129,7 +132,8 @@ def matrix(wavs: list[Path], args) -> int:
     for backend in ("torch", "onnx", "openvino"):
         for precision in ("fp32", "bf16"):
             options = SessionOptions(precision=precision, backend=backend, vad=args.vad,
-                                     vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False)
+                                     vad_threshold=args.vad_threshold, latency=args.latency, use_profiles=False,
+                                     second_look=args.second_look)
             try:
                 pipeline = build_pipeline(options)
             except StreamSpkError as exc:

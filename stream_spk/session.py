@@ -26,6 +26,9 @@ class SessionOptions:
     latency: float = 1.0
     vad: str = "pyannote"  # or a VAD with sliding windows: "silero", "webrtc"
     vad_threshold: float | None = None
+    # the segmented pipeline's second, 10 s look (speech and overlap): off is ~1.5x faster and
+    # less accurate (README "Faster, less accurate")
+    second_look: bool = True
     profiles: str | os.PathLike | None = None  # None: $STREAM_SPK_PROFILES or the user store, if present
     use_profiles: bool = True
     create_profiles: bool = False  # a missing --profiles store is fine (it is created when saving)
@@ -45,8 +48,10 @@ class SessionOptions:
         step = 0.5 if self.latency >= 1.0 else max(0.1, round(self.latency / 2, 2))
         # labels are final once the latest 5 s chunk has seen them: a longer latency is met sooner
         latency = min(self.latency, 4.5)
-        seg = SegmentationConfig() if self.vad_threshold is None else \
-            SegmentationConfig(speech_threshold=self.vad_threshold)
+        # one look alone: speech 0.55, chosen in six of eight folds of the CV among one-look
+        # settings (0.5 is the CV's choice with the second look mixed in)
+        speech = self.vad_threshold if self.vad_threshold is not None else (0.5 if self.second_look else 0.55)
+        seg = SegmentationConfig(speech_threshold=speech)
         # thresholds chosen by leave-one-subset-out cross-validation with every file scored at
         # five step-grid phases (bench/tune_segmented.py --cv --cv-shifts 0.1,0.2,0.3,0.4): assign
         # 0.3, merge 0.55, overlap 0.3, speech 0.5 with the 10 s second look (SegmentedConfig),
@@ -75,7 +80,8 @@ class SessionOptions:
                                     confirm_below=0.5, profile_threshold=0.42,
                                     absorb_speech=4.0, absorb_threshold=0.25,
                                     apart_merge_threshold=0.5, apart_after=30.0)
-        return SegmentedConfig(latency=latency, step=step, segmentation=seg, cluster=cluster)
+        return SegmentedConfig(latency=latency, step=step, segmentation=seg, cluster=cluster,
+                               context_weight=SegmentedConfig.context_weight if self.second_look else 0.0)
 
 
 def load_profiles(options: SessionOptions) -> list:
@@ -124,8 +130,8 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
         seg_config = options.segmented_config()
         model = Segmenter.from_checkpoint(device=options.compute_device, backend=options.backend, quiet=quiet)
         segmenter = ChunkSegmenter(model, seg_config.chunk)
-        context = ChunkSegmenter(model, seg_config.context_chunk)
-        _warm_up(embedder, segmenter, context)
+        context = ChunkSegmenter(model, seg_config.context_chunk) if options.second_look else None
+        _warm_up(embedder, segmenter, *([context] if context is not None else []))
         return SegmentedPipeline(embedder, segmenter, seg_config, profiles=profiles, context_segmenter=context)
     _warm_up(embedder)
     return Pipeline(embedder, config, profiles=profiles)

@@ -271,6 +271,13 @@ def test_diarize_inputs_with_the_same_stem_get_distinct_outputs(tmp_path, fake_p
                      f"{files[2]} -> d1_b.wav.rttm, {files[3]} -> d2_b.wav.rttm"]
 
 
+def test_no_second_look_reaches_the_session_options(tmp_path, fake_pipeline):
+    wav = _tones(tmp_path / "a.wav")
+    assert main(["diarize", str(wav), "--out-dir", str(tmp_path / "o1"), "--no-profiles"]) == 0
+    assert main(["diarize", str(wav), "--out-dir", str(tmp_path / "o2"), "--no-profiles", "--no-second-look"]) == 0
+    assert [o.second_look for o in fake_pipeline] == [True, False]
+
+
 def test_output_names_last_resort_counter():
     from stream_spk.cli.diarize_cmd import output_names
 

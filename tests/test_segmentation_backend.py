@@ -115,6 +115,33 @@ def test_build_pipeline_passes_the_session_backend_to_the_segmenter(monkeypatch)
     assert warmed == [chunk_segmenter, context_segmenter]  # first-use work happens while the session is set up
 
 
+def test_without_the_second_look_only_the_5_s_look_is_built(monkeypatch):
+    from stream_spk import segmented, session
+
+    monkeypatch.setattr(seg.Segmenter, "from_checkpoint",
+                        staticmethod(lambda *a, **k: seg.Segmenter(_model(), device="cpu")))
+    built = {}
+
+    def fake_pipeline(embedder, segmenter, config, profiles, context_segmenter):
+        built.update(config=config, context=context_segmenter)
+        return segmenter
+
+    monkeypatch.setattr(segmented, "SegmentedPipeline", fake_pipeline)
+    warmed = []
+    monkeypatch.setattr(session, "_warm_up", lambda embedder, *segmenters: warmed.extend(segmenters))
+    chunk_segmenter = session.build_pipeline(session.SessionOptions(second_look=False, use_profiles=False),
+                                             embedder=object())
+    assert built["context"] is None and warmed == [chunk_segmenter]
+    # speech and overlap from the 5 s look alone, at the speech threshold the CV chose for it
+    assert built["config"].context_weight == 0.0
+    assert built["config"].segmentation.speech_threshold == 0.55
+    with_look = session.SessionOptions().segmented_config()
+    assert (with_look.context_weight, with_look.segmentation.speech_threshold) == (0.5, 0.5)
+    # a threshold the user gives wins either way
+    mine = session.SessionOptions(second_look=False, vad_threshold=0.7).segmented_config()
+    assert mine.segmentation.speech_threshold == 0.7
+
+
 # ---- parity, cache and fallback with seeded weights ----------------------------------------------------
 
 
