@@ -199,6 +199,8 @@ def test_streaming_commands_reject_bad_options(tmp_path):
                          (["replay", str(tmp_path / "a.wav"), "--latency", "0.01"], "--latency"),
                          (["replay", str(tmp_path / "a.wav"), "--save-speaker", "nonsense"], "--save-speaker"),
                          (["replay", str(tmp_path / "a.wav"), "--rttm", str(tmp_path / "no/dir/x.rttm")], "folder"),
+                         (["replay", str(tmp_path / "a.wav"), "--vad", "silero", "--no-second-look"],
+                          "--no-second-look"),
                          (["diarize", str(tmp_path / "a.wav"), "--out-dir", str(tmp_path), "--jobs", "0"], "--jobs")):
         proc = _cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)

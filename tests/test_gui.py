@@ -546,3 +546,12 @@ def test_file_playback_at_1x_with_an_injected_output(qtbot, tmp_path):
     wait_done(qtbot, window, timeout=10000)
     (stream,) = streams
     assert stream.started and stream.closed
+
+
+def test_gui_options_carry_the_second_look_choice():
+    from stream_spk.ui.app import build_parser, session_options
+
+    parser = build_parser()
+    assert session_options(parser.parse_args([])).second_look is True
+    fast = session_options(parser.parse_args(["--no-second-look", "--latency", "2"]))
+    assert (fast.second_look, fast.latency) == (False, 2.0)

@@ -651,7 +651,8 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
 
 def session_options(args: argparse.Namespace) -> SessionOptions:
     return SessionOptions(model_file=args.model_file, precision=args.precision, compute_device=args.compute_device,
-                          backend=getattr(args, "backend", "auto"), latency=args.latency, profiles=args.profiles)
+                          backend=getattr(args, "backend", "auto"), latency=args.latency, profiles=args.profiles,
+                          second_look=getattr(args, "second_look", True))
 
 
 def check_microphone(device: str | None, stream_factory: Any = None) -> int | None:

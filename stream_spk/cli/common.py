@@ -75,6 +75,8 @@ def session_options(args: argparse.Namespace):
 
     if not 0.2 <= args.latency <= 30:
         raise StreamSpkError(f"--latency must be between 0.2 and 30 seconds (got {args.latency})")
+    if not args.second_look and args.vad != "pyannote":
+        raise StreamSpkError(f"--no-second-look applies to --vad pyannote only (got --vad {args.vad})")
     if args.vad_threshold is not None and not 0.0 <= args.vad_threshold <= 1.0:
         raise StreamSpkError(f"--vad-threshold must be between 0 and 1 (got {args.vad_threshold:g})")
     check_compute_device(args.compute_device)
