@@ -50,7 +50,8 @@ class SessionOptions:
         latency = min(self.latency, 4.5)
         # one look alone: speech 0.55, chosen in six of eight folds of the CV among one-look
         # settings (0.5 is the CV's choice with the second look mixed in)
-        speech = self.vad_threshold if self.vad_threshold is not None else (0.5 if self.second_look else 0.55)
+        speech = self.vad_threshold if self.vad_threshold is not None else \
+            (SegmentationConfig.speech_threshold if self.second_look else 0.55)
         seg = SegmentationConfig(speech_threshold=speech)
         # thresholds chosen by leave-one-subset-out cross-validation with every file scored at
         # five step-grid phases (bench/tune_segmented.py --cv --cv-shifts 0.1,0.2,0.3,0.4): assign
@@ -131,7 +132,7 @@ def build_pipeline(options: SessionOptions | None = None, *, quiet: bool = True,
         model = Segmenter.from_checkpoint(device=options.compute_device, backend=options.backend, quiet=quiet)
         segmenter = ChunkSegmenter(model, seg_config.chunk)
         context = ChunkSegmenter(model, seg_config.context_chunk) if options.second_look else None
-        _warm_up(embedder, segmenter, *([context] if context is not None else []))
+        _warm_up(embedder, *(s for s in (segmenter, context) if s is not None))
         return SegmentedPipeline(embedder, segmenter, seg_config, profiles=profiles, context_segmenter=context)
     _warm_up(embedder)
     return Pipeline(embedder, config, profiles=profiles)
